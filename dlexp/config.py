@@ -1,0 +1,274 @@
+"""Structured configs: the schema of every config group, with value checks.
+
+The YAML files under ``conf/`` hold defaults only; the dataclasses here give
+them types (Hydra rejects ``optimizer.lr=abc`` while composing) and ranges
+(``__post_init__`` rejects ``optimizer.lr=-1`` when :func:`validate` turns the
+composed config into objects), so a bad value fails with one line naming the
+key, the value and what is allowed, before any data is read or any run made.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+
+class ConfigError(ValueError):
+    """A config value outside what dlexp allows; the message is one line."""
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+def _positive(key: str, value: float) -> None:
+    _check(value > 0, key, value, "must be > 0")
+
+
+def _non_negative(key: str, value: float) -> None:
+    _check(value >= 0, key, value, "must be >= 0")
+
+
+def _one_of(key: str, value: str, choices: tuple) -> None:
+    _check(value in choices, key, value, "one of " + ", ".join(choices))
+
+
+# --------------------------------------------------------------------- models
+@dataclass
+class LogRegConfig:
+    """Multiclass logistic regression, p(y|x) = softmax(W x + b), zero init."""
+
+    name: str = "logreg"
+
+
+@dataclass
+class MLPConfig:
+    """Hidden layers h = s(W x + b), then a logistic regression layer."""
+
+    name: str = "mlp"
+    hidden_sizes: List[int] = field(default_factory=lambda: [500])
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        _check(len(self.hidden_sizes) > 0, "model.hidden_sizes", self.hidden_sizes, "at least one layer")
+        for n in self.hidden_sizes:
+            _check(n >= 1, "model.hidden_sizes", self.hidden_sizes, "every size >= 1")
+        _one_of("model.activation", self.activation, ("tanh", "sigmoid", "relu"))
+
+
+@dataclass
+class LeNetConfig:
+    """Conv + max-pool + tanh layers, a tanh hidden layer, a logistic layer."""
+
+    name: str = "lenet"
+    nkerns: List[int] = field(default_factory=lambda: [20, 50])
+    filter_size: int = 5
+    pool_size: int = 2
+    hidden_size: int = 500
+
+    def __post_init__(self) -> None:
+        _check(len(self.nkerns) > 0, "model.nkerns", self.nkerns, "at least one conv layer")
+        for n in self.nkerns:
+            _check(n >= 1, "model.nkerns", self.nkerns, "every count >= 1")
+        _check(self.filter_size >= 1, "model.filter_size", self.filter_size, "must be >= 1")
+        _check(self.pool_size >= 1, "model.pool_size", self.pool_size, "must be >= 1")
+        _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "must be >= 1")
+
+
+MODELS = {"logreg": LogRegConfig, "mlp": MLPConfig, "lenet": LeNetConfig}
+
+
+# ------------------------------------------------------------------- datasets
+@dataclass
+class DatasetConfig:
+    """Where the data comes from and how much of it to use.
+
+    Lookup order for file datasets: ``path``, ``$DLEXP_DATA``, ``cache_dir``,
+    known system paths, then a verified download (if ``download``).
+    """
+
+    name: str = "mnist"
+    path: Optional[str] = None
+    cache_dir: Optional[str] = None
+    download: bool = True
+    mirrors: List[str] = field(default_factory=list)
+    max_train: Optional[int] = None
+    max_valid: Optional[int] = None
+    max_test: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _one_of("dataset.name", self.name, ("mnist", "fashion_mnist", "digits"))
+        for key in ("max_train", "max_valid", "max_test"):
+            value = getattr(self, key)
+            _check(value is None or value >= 1, f"dataset.{key}", value, "null or >= 1")
+
+
+# ------------------------------------------------------------------ optimizer
+@dataclass
+class OptimizerConfig:
+    """Minibatch SGD (``sgd``) or full-batch conjugate gradient (``cg``).
+
+    Schedules: ``constant``; ``inverse`` lr_t = lr / (1 + decay * epoch);
+    ``plateau`` halves lr when validation error has not improved for
+    ``plateau_patience`` validations, never below lr * ``min_lr_factor``.
+    """
+
+    name: str = "sgd"
+    lr: float = 0.13
+    batch_size: int = 600
+    momentum: float = 0.0
+    schedule: str = "constant"
+    decay: float = 0.0
+    plateau_patience: int = 1
+    min_lr_factor: float = 1.0 / 1024
+
+    def __post_init__(self) -> None:
+        _one_of("optimizer.name", self.name, ("sgd", "cg"))
+        _positive("optimizer.lr", self.lr)
+        _check(self.batch_size >= 1, "optimizer.batch_size", self.batch_size, "must be >= 1")
+        _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
+        _one_of("optimizer.schedule", self.schedule, ("constant", "inverse", "plateau"))
+        _non_negative("optimizer.decay", self.decay)
+        _check(self.plateau_patience >= 1, "optimizer.plateau_patience", self.plateau_patience, "must be >= 1")
+        _check(0 < self.min_lr_factor <= 1, "optimizer.min_lr_factor", self.min_lr_factor, "must be in (0, 1]")
+
+
+@dataclass
+class RegularizationConfig:
+    """loss = NLL + l1 * sum|W| + l2 * sum W^2, over weights only (no biases)."""
+
+    l1: float = 0.0
+    l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        _non_negative("regularization.l1", self.l1)
+        _non_negative("regularization.l2", self.l2)
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """When to stop: the tutorials' ``patience`` rule, ``none``, or ``no_improvement``.
+
+    ``patience`` counts minibatch iterations; an improvement by more than
+    ``1 - improvement_threshold`` (relative) extends it to
+    ``iter * patience_increase``. Validation runs every ``validation_frequency``
+    iterations (null: min(n_train_batches, patience // 2), as the tutorials).
+    ``no_improvement`` stops after ``epochs`` epochs with no new best.
+    """
+
+    name: str = "patience"
+    patience: int = 5000
+    patience_increase: float = 2.0
+    improvement_threshold: float = 0.995
+    validation_frequency: Optional[int] = None
+    epochs: int = 10
+
+    def __post_init__(self) -> None:
+        _one_of("early_stopping.name", self.name, ("patience", "none", "no_improvement"))
+        _check(self.patience >= 1, "early_stopping.patience", self.patience, "must be >= 1")
+        _check(self.patience_increase >= 1, "early_stopping.patience_increase", self.patience_increase, "must be >= 1")
+        _check(0 < self.improvement_threshold <= 1, "early_stopping.improvement_threshold",
+               self.improvement_threshold, "must be in (0, 1]")
+        _check(self.validation_frequency is None or self.validation_frequency >= 1,
+               "early_stopping.validation_frequency", self.validation_frequency, "null or >= 1")
+        _check(self.epochs >= 1, "early_stopping.epochs", self.epochs, "must be >= 1")
+
+
+@dataclass
+class TrainerConfig:
+    """How to run: device, epochs, seed, evaluation batch, progress display."""
+
+    device: str = "auto"
+    max_epochs: int = 1000
+    seed: int = 1234
+    shuffle: bool = False
+    eval_batch_size: int = 10000
+    progress: str = "auto"
+    deterministic: bool = False
+    threads: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        import re
+
+        _check(bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)), "trainer.device", self.device,
+               "auto, cpu, cuda, cuda:N or mps")
+        _check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "must be >= 1")
+        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "must be >= 1")
+        _one_of("trainer.progress", self.progress, ("auto", "bar", "log", "none"))
+        _check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
+
+
+@dataclass
+class TrackingConfig:
+    """MLflow: ``uri`` null means $MLFLOW_TRACKING_URI, else sqlite under outputs/."""
+
+    enabled: bool = True
+    uri: Optional[str] = None
+    experiment: str = "dlexp"
+    run_name: Optional[str] = None
+    filters_image: bool = True
+
+    def __post_init__(self) -> None:
+        _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
+
+
+@dataclass
+class RunConfig:
+    """A whole run, as :func:`validate` returns it."""
+
+    model: Any
+    dataset: DatasetConfig
+    optimizer: OptimizerConfig
+    regularization: RegularizationConfig
+    early_stopping: EarlyStoppingConfig
+    trainer: TrainerConfig
+    tracking: TrackingConfig
+
+
+GROUPS = {
+    "dataset": DatasetConfig,
+    "optimizer": OptimizerConfig,
+    "regularization": RegularizationConfig,
+    "early_stopping": EarlyStoppingConfig,
+    "trainer": TrainerConfig,
+    "tracking": TrackingConfig,
+}
+
+
+def register_configs() -> None:
+    """Store each schema as ``<group>/_schema_<name>`` for the YAML defaults lists."""
+    cs = ConfigStore.instance()
+    for name, node in MODELS.items():
+        cs.store(group="model", name=f"_schema_{name}", node=node)
+    for group, node in GROUPS.items():
+        cs.store(group=group, name="_schema", node=node)
+
+
+def validate(cfg: DictConfig) -> RunConfig:
+    """Turn a composed config into dataclasses, raising ConfigError on a bad value."""
+    missing = [g for g in ("model", *GROUPS) if g not in cfg]
+    if missing:
+        raise ConfigError(f"config groups missing: {', '.join(missing)}")
+    model_name = cfg.model.get("name")
+    if model_name not in MODELS:
+        raise ConfigError(f"model.name={model_name!r} is not allowed: one of {', '.join(MODELS)}")
+
+    def build(schema, node, key):
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        try:
+            return OmegaConf.to_object(merged)
+        except ConfigError:
+            raise
+        except Exception as e:  # OmegaConf type errors: keep one line
+            raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
+
+    run = RunConfig(
+        model=build(MODELS[model_name], cfg.model, "model"),
+        **{g: build(schema, cfg[g], g) for g, schema in GROUPS.items()},
+    )
+    if run.optimizer.name == "cg" and run.optimizer.momentum:
+        raise ConfigError(f"optimizer.momentum={run.optimizer.momentum!r} is not allowed with optimizer=cg: must be 0")
+    return run

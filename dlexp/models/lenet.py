@@ -1,0 +1,79 @@
+"""LeNet-5 style convolutional network (the tutorial's convolutional_mlp.py).
+
+Each LeNetConvPoolLayer computes
+
+    h = tanh(maxpool_{p x p}(W * x) + b)
+
+with a 'valid' convolution, non-overlapping max-pooling and the bias added
+after pooling. Filters are drawn from U[-a, a] with
+a = sqrt(6 / (fan_in + fan_out)), fan_in = C k^2, fan_out = K k^2 / p^2.
+A tanh hidden layer (Glorot init) and a zero-initialised logistic layer follow.
+Feature-map sizes are derived from the input: s -> (s - k + 1) // p per layer.
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mlp import glorot_uniform_
+
+
+def feature_sizes(image_shape, nkerns, filter_size, pool_size):
+    """Spatial sizes after each conv-pool layer; ValueError if one reaches 0."""
+    _, h, w = image_shape
+    sizes = []
+    for i, _ in enumerate(nkerns):
+        h, w = (h - filter_size + 1) // pool_size, (w - filter_size + 1) // pool_size
+        if h < 1 or w < 1:
+            raise ValueError(
+                f"lenet: a {image_shape[1]}x{image_shape[2]} input is too small for {len(nkerns)} conv layers "
+                f"of {filter_size}x{filter_size} filters and {pool_size}x{pool_size} pooling (layer {i + 1} output "
+                f"would be {h}x{w}); use smaller model.filter_size / model.pool_size or fewer model.nkerns, "
+                f"e.g. model.filter_size=3 model.pool_size=1 for 8x8 digits")
+        sizes.append((h, w))
+    return sizes
+
+
+class LeNetConvPool(nn.Module):
+    def __init__(self, n_in: int, n_out: int, filter_size: int, pool_size: int):
+        super().__init__()
+        self.pool_size = pool_size
+        self.conv = nn.Conv2d(n_in, n_out, filter_size, bias=False)
+        self.b = nn.Parameter(torch.zeros(n_out))
+        fan_in = n_in * filter_size ** 2
+        fan_out = n_out * filter_size ** 2 / pool_size ** 2
+        glorot_uniform_(self.conv.weight, fan_in, fan_out)
+
+    def forward(self, x):
+        h = self.conv(x)
+        if self.pool_size > 1:
+            h = F.max_pool2d(h, self.pool_size)
+        return torch.tanh(h + self.b.view(1, -1, 1, 1))
+
+
+class LeNet(nn.Module):
+    def __init__(self, image_shape, n_out: int, nkerns=(20, 50), filter_size=5, pool_size=2, hidden_size=500):
+        super().__init__()
+        self.image_shape = tuple(image_shape)
+        h, w = feature_sizes(image_shape, nkerns, filter_size, pool_size)[-1]
+        chans = [image_shape[0], *nkerns]
+        self.convs = nn.ModuleList(LeNetConvPool(a, b, filter_size, pool_size) for a, b in zip(chans[:-1], chans[1:]))
+        self.hidden = nn.Linear(nkerns[-1] * h * w, hidden_size)
+        glorot_uniform_(self.hidden.weight, self.hidden.in_features, hidden_size)
+        nn.init.zeros_(self.hidden.bias)
+        self.out = nn.Linear(hidden_size, n_out)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, x):
+        h = x.view(-1, *self.image_shape)
+        for layer in self.convs:
+            h = layer(h)
+        return self.out(torch.tanh(self.hidden(h.flatten(1))))
+
+    def weights(self):
+        return [c.conv.weight for c in self.convs] + [self.hidden.weight, self.out.weight]
+
+    def filters(self):
+        """First-layer kernels as rows: (K, C * k * k); shown for the first channel."""
+        w = self.convs[0].conv.weight
+        return w[:, 0].flatten(1)

@@ -1,0 +1,42 @@
+"""Progress on the console: a bar with live validation error on a terminal, log lines otherwise.
+
+Log lines come at most every ``interval`` seconds; every value is in MLflow.
+"""
+import logging
+import sys
+import time
+
+log = logging.getLogger("dlexp")
+
+
+class Progress:
+    """Receives the trainer's ``(event, metrics, step)`` callbacks and shows them."""
+
+    def __init__(self, mode: str, max_epochs: int, stream=None, interval: float = 2.0):
+        stream = stream or sys.stderr
+        if mode == "auto":
+            mode = "bar" if stream.isatty() else "log"
+        self.mode, self.bar = mode, None
+        if mode == "bar":
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=max_epochs, unit="epoch", file=stream, dynamic_ncols=True)
+        self.interval, self.last_line = interval, -float("inf")
+
+    def __call__(self, event: str, metrics: dict, step: int) -> None:
+        if event == "validation":
+            if self.bar is not None:
+                self.bar.set_postfix(valid=f"{100 * metrics['valid_error']:.2f}%",
+                                     best=f"{100 * metrics['best_valid_error']:.2f}%",
+                                     test=f"{100 * metrics['test_error']:.2f}%", refresh=False)
+            elif self.mode == "log" and time.monotonic() - self.last_line >= self.interval:
+                self.last_line = time.monotonic()
+                log.info("epoch %d, iter %d: valid error %.2f %% (best %.2f %%), test error of best %.2f %%",
+                         metrics.get("epoch", 0), step, 100 * metrics["valid_error"],
+                         100 * metrics["best_valid_error"], 100 * metrics["test_error"])
+        elif event == "epoch" and self.bar is not None:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
