@@ -26,6 +26,7 @@ register_configs()
 
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
 def main(cfg: DictConfig) -> float:
+    from .checkpoint import CheckpointError
     from .data.device import DeviceError
     from .data.formats import DataError
 
@@ -35,10 +36,11 @@ def main(cfg: DictConfig) -> float:
         from .experiment import run_experiment
 
         final = run_experiment(run, OmegaConf.to_yaml(cfg), list(hc.overrides.task), hc.runtime.output_dir)
-    except (ConfigError, DataError, DeviceError) as e:
+    except (ConfigError, DataError, DeviceError, CheckpointError) as e:
         print(f"dlexp: error: {e}", file=sys.stderr)
         sys.exit(2)
-    return final["best_valid_error"]
+    # the sweep objective (e.g. for Optuna): validation error, or the final cost of an unsupervised model
+    return final.get("best_valid_error", final.get("final_cost"))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,123 @@ class LeNetConfig:
         _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "must be >= 1")
 
 
-MODELS = {"logreg": LogRegConfig, "mlp": MLPConfig, "lenet": LeNetConfig}
+@dataclass
+class PretrainConfig:
+    """Layer-wise unsupervised training: SGD at ``pretrain_lr`` for ``pretrain_epochs``.
+
+    ``image_every`` also logs the filter images every that many epochs (null: at the end only).
+    """
+
+    pretrain_lr: float = 0.1
+    pretrain_epochs: int = 15
+    pretrain_batch_size: int = 20
+    image_every: Optional[int] = None
+
+    def __post_init__(self) -> None:
+        _positive("model.pretrain_lr", self.pretrain_lr)
+        _check(self.pretrain_epochs >= 0, "model.pretrain_epochs", self.pretrain_epochs, "must be >= 0")
+        _check(self.pretrain_batch_size >= 1, "model.pretrain_batch_size", self.pretrain_batch_size, "must be >= 1")
+        _check(self.image_every is None or self.image_every >= 1, "model.image_every", self.image_every,
+               "null or >= 1")
+
+
+def _corruption(key: str, value: float) -> None:
+    _check(0 <= value < 1, key, value, "must be in [0, 1)")
+
+
+@dataclass
+class DAConfig(PretrainConfig):
+    """Denoising autoencoder with tied weights (dA.py)."""
+
+    name: str = "da"
+    n_hidden: int = 500
+    corruption_level: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
+        _corruption("model.corruption_level", self.corruption_level)
+
+
+@dataclass
+class CAConfig(PretrainConfig):
+    """Contractive autoencoder (cA.py): reconstruction + contraction_level * ||J||_F^2."""
+
+    name: str = "ca"
+    n_hidden: int = 500
+    contraction_level: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
+        _non_negative("model.contraction_level", self.contraction_level)
+
+
+@dataclass
+class RBMConfig(PretrainConfig):
+    """Binary RBM trained with CD-k or PCD-k (rbm.py); samples from ``n_chains`` Gibbs chains."""
+
+    name: str = "rbm"
+    n_hidden: int = 500
+    k: int = 15
+    persistent: bool = True
+    n_chains: int = 20
+    n_samples: int = 10
+    plot_every: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
+        _check(self.k >= 1, "model.k", self.k, "must be >= 1")
+        _check(self.n_chains >= 1, "model.n_chains", self.n_chains, "must be >= 1")
+        _check(self.n_samples >= 1, "model.n_samples", self.n_samples, "must be >= 1")
+        _check(self.plot_every >= 1, "model.plot_every", self.plot_every, "must be >= 1")
+
+
+@dataclass
+class StackConfig(PretrainConfig):
+    """A deep stack pretrained layer by layer, then fine-tuned with the optimizer group."""
+
+    hidden_layers_sizes: List[int] = field(default_factory=lambda: [1000, 1000, 1000])
+    pretrained_from: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(len(self.hidden_layers_sizes) > 0, "model.hidden_layers_sizes", self.hidden_layers_sizes,
+               "at least one layer")
+        for n in self.hidden_layers_sizes:
+            _check(n >= 1, "model.hidden_layers_sizes", self.hidden_layers_sizes, "every size >= 1")
+
+
+@dataclass
+class SdAConfig(StackConfig):
+    """Stacked denoising autoencoders (SdA.py), one corruption level per layer."""
+
+    name: str = "sda"
+    corruption_levels: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(len(self.corruption_levels) == len(self.hidden_layers_sizes), "model.corruption_levels",
+               self.corruption_levels, f"one level per hidden layer ({len(self.hidden_layers_sizes)})")
+        for c in self.corruption_levels:
+            _corruption("model.corruption_levels", c)
+
+
+@dataclass
+class DBNConfig(StackConfig):
+    """Deep belief network (DBN.py): RBMs pretrained with CD-k, then fine-tuned as an MLP."""
+
+    name: str = "dbn"
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.k >= 1, "model.k", self.k, "must be >= 1")
+
+
+MODELS = {"logreg": LogRegConfig, "mlp": MLPConfig, "lenet": LeNetConfig, "da": DAConfig, "ca": CAConfig,
+          "rbm": RBMConfig, "sda": SdAConfig, "dbn": DBNConfig}
 
 
 # ------------------------------------------------------------------- datasets

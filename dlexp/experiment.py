@@ -6,12 +6,12 @@ that the model and batch size fit the data. Then the run records params,
 reproducibility tags, metrics, the best parameters (a pickle of numpy arrays)
 and a filters image, and is marked FINISHED, FAILED or KILLED.
 """
-import hashlib
 import logging
 import platform
 import random
 import subprocess
 import sys
+import time
 from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
@@ -27,10 +27,12 @@ from .models import build_model, check_model
 from .progress import Progress
 from .tracking import build_tracker
 from .train import fit_cg, fit_sgd
+from .train.pretrain import pretrain_stack
 
 log = logging.getLogger("dlexp")
 
 CHECKPOINT = "best_params.pkl"
+PRETRAINED = "pretrained_params.pkl"
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -73,8 +75,8 @@ def run_name(run, overrides) -> str:
     return " ".join([run.model.name, run.dataset.name, *shown])
 
 
-def save_checkpoint(path, run, data, model, result) -> None:
-    """Best parameters as plain containers of numpy arrays, written atomically."""
+def save_checkpoint(path, run, data, model, metrics: dict) -> None:
+    """Parameters as plain containers of numpy arrays, written atomically."""
     checkpoint.save(path, {
         "format": "dlexp.params/1",
         "model": asdict(run.model),
@@ -82,17 +84,86 @@ def save_checkpoint(path, run, data, model, result) -> None:
         "image_shape": list(data.image_shape),
         "n_classes": data.n_classes,
         "params": {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-        "best_valid_error": result.best_valid_error,
-        "test_error": result.test_error,
+        **metrics,
     })
 
 
-def filters_png(path, model, image_shape) -> None:
+def load_pretrained(model, source: str, tracking_uri=None) -> str:
+    """Load a pretrained stack from a checkpoint path or an MLflow run id; returns the file read."""
+    from .predict import fetch_checkpoint
+
+    path = fetch_checkpoint(source, tracking_uri, artifact=f"checkpoint/{PRETRAINED}")
+    params = checkpoint.load(path).get("params", {})
+    try:
+        model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in params.items()})
+    except RuntimeError as e:
+        raise ConfigError(f"model.pretrained_from={source!r} does not fit this model: "
+                          f"{str(e).splitlines()[-1].strip()}") from None
+    return str(path)
+
+
+def save_images(out: Path, data, model, run, tracker, prefix: str = "") -> None:
+    """Filters of the first layer, and what the model makes: reconstructions (dA, cA), samples (RBM)."""
+    def log_png(name, img):
+        viz.save_png(img, out / name, scale=max(1, 560 // max(img.shape)))
+        tracker.log_artifact(out / name, "images")
+
     filters = model.filters().detach().float().cpu().numpy()
-    side = int(round(filters.shape[1] ** 0.5))
-    shape = tuple(image_shape[1:]) if filters.shape[1] == image_shape[1] * image_shape[2] else (side, side)
-    img = viz.filters_image(filters, shape)
-    viz.save_png(img, path, scale=max(1, 280 // img.shape[1]))
+    n_pixels = data.image_shape[1] * data.image_shape[2]
+    shape = tuple(data.image_shape[1:]) if filters.shape[1] == n_pixels else (int(filters.shape[1] ** 0.5),) * 2
+    log_png(f"{prefix}filters.png", viz.filters_image(filters, shape))
+    x = data.test.x
+    with torch.no_grad():
+        if hasattr(model, "decode") and hasattr(model, "encode"):
+            inputs = x[:10]
+            noisy = model.corrupt(inputs) if hasattr(model, "corrupt") else inputs
+            rows = torch.cat([inputs, noisy, model.decode(model.encode(noisy))]).cpu().numpy()
+            log_png(f"{prefix}reconstructions.png",
+                    viz.tile_raster_images(rows, data.image_shape[1:], (3, 10), scale_rows_to_unit_interval=False))
+        if hasattr(model, "sample"):
+            cfg = run.model
+            start = int(torch.randint(0, max(1, len(x) - cfg.n_chains), ()).item())
+            samples = model.sample(x[start:start + cfg.n_chains], cfg.n_samples, cfg.plot_every)
+            rows = samples.reshape(-1, samples.shape[-1]).cpu().numpy()
+            log_png(f"{prefix}samples.png", viz.tile_raster_images(
+                rows, data.image_shape[1:], (cfg.n_samples, cfg.n_chains), scale_rows_to_unit_interval=False))
+
+
+def pretrain(run, model, data, out, tracker, callback) -> dict:
+    """Greedy layer-wise pretraining, with filter images at ``image_every`` epochs."""
+    cfg = run.model
+    first = model.pretrain_layers()[0]
+
+    def on_epoch(layer, epoch):
+        if cfg.image_every and layer == 0 and epoch % cfg.image_every == 0:
+            save_images(out, data, first, run, tracker, prefix=f"epoch_{epoch:03d}_")
+
+    start = time.perf_counter()
+    histories = pretrain_stack(model, data.train.x, cfg.pretrain_lr, cfg.pretrain_batch_size,
+                               cfg.pretrain_epochs, callback, on_epoch)
+    final = {"pretrain_seconds": time.perf_counter() - start}
+    for i, history in enumerate(histories):
+        if history:
+            final[f"pretrain/layer_{i}/final_cost" if len(histories) > 1 else "final_cost"] = history[-1]["cost"]
+    return final
+
+
+def finetune(run, model, data, callback) -> dict:
+    if run.optimizer.name == "cg":
+        result = fit_cg(model, data, run.optimizer, run.regularization, run.trainer.max_epochs,
+                        run.trainer.eval_batch_size, callback)
+    else:
+        generator = (torch.Generator(device=data.train.x.device).manual_seed(run.trainer.seed)
+                     if run.trainer.shuffle else None)
+        result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping,
+                         run.trainer.max_epochs, run.trainer.shuffle, run.trainer.eval_batch_size, callback,
+                         generator)
+    log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
+             100 * result.best_valid_error, result.best_iter, 100 * result.test_error, result.epochs,
+             result.train_seconds, result.train_seconds / max(1, result.epochs))
+    return {"best_valid_error": result.best_valid_error, "final_test_error": result.test_error,
+            "best_iter": result.best_iter, "epochs": result.epochs, "train_seconds": result.train_seconds,
+            "iterations": result.iterations}
 
 
 def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict:
@@ -107,14 +178,21 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         check_model(run.model, dataset.image_shape)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    if run.optimizer.batch_size > len(dataset.train.y):
-        raise ConfigError(f"optimizer.batch_size={run.optimizer.batch_size} is not allowed: at most the "
-                          f"{len(dataset.train.y)} training examples of dataset={run.dataset.name}")
-    tracker = build_tracker(run.tracking)
+    batch_sizes = {"optimizer.batch_size": run.optimizer.batch_size}
+    if hasattr(run.model, "pretrain_batch_size"):
+        batch_sizes["model.pretrain_batch_size"] = run.model.pretrain_batch_size
+    for key, b in batch_sizes.items():
+        if b > len(dataset.train.y):
+            raise ConfigError(f"{key}={b} is not allowed: at most the {len(dataset.train.y)} training examples "
+                              f"of dataset={run.dataset.name}")
     seed_everything(run.trainer.seed, run.trainer.deterministic)
     data = to_device(dataset, device)
     model = build_model(run.model, data.image_shape, data.n_classes).to(device)
-    params = flatten({k: v for k, v in asdict(run).items()})
+    pretrained_from = getattr(run.model, "pretrained_from", None)
+    if pretrained_from:
+        pretrained_path = load_pretrained(model, pretrained_from, run.tracking.uri)
+    tracker = build_tracker(run.tracking)
+    params = flatten(asdict(run))
     tags = {
         "dlexp.overrides": " ".join(overrides) or "(none)",
         "dlexp.git_commit": git_commit(),
@@ -126,6 +204,8 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         "dlexp.command": " ".join(sys.argv),
         "dlexp.output_dir": str(out.resolve()),
     }
+    if pretrained_from:
+        tags["dlexp.pretrained_from"] = pretrained_path
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
     run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags)
@@ -142,23 +222,23 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         tracker.log_artifact(out / "overrides.txt")
         log.info("training %s on %s (%d/%d/%d examples) on %s", run.model.name, run.dataset.name,
                  len(data.train.y), len(data.valid.y), len(data.test.y), device)
-        if run.optimizer.name == "cg":
-            result = fit_cg(model, data, run.optimizer, run.regularization, run.trainer.max_epochs,
-                            run.trainer.eval_batch_size, callback)
-        else:
-            generator = torch.Generator(device=device).manual_seed(run.trainer.seed) if run.trainer.shuffle else None
-            result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping,
-                             run.trainer.max_epochs, run.trainer.shuffle, run.trainer.eval_batch_size, callback,
-                             generator)
+        final = {}
+        if hasattr(model, "pretrain_layers"):
+            if not pretrained_from:
+                final.update(pretrain(run, model, data, out, tracker, callback))
+            save_checkpoint(out / PRETRAINED, run, data, model, {})
+            tracker.log_artifact(out / PRETRAINED, "checkpoint")
+            if run.tracking.filters_image:
+                save_images(out, data, model, run, tracker, prefix="pretrained_" if model.supervised else "")
+        if getattr(model, "supervised", True):
+            final.update(finetune(run, model, data, callback))
+            save_checkpoint(out / CHECKPOINT, run, data, model,
+                            {"best_valid_error": final["best_valid_error"], "test_error": final["final_test_error"]})
+            tracker.log_artifact(out / CHECKPOINT, "checkpoint")
+            if run.tracking.filters_image:
+                save_images(out, data, model, run, tracker)
         progress.close()
-        final = {"best_valid_error": result.best_valid_error, "final_test_error": result.test_error,
-                 "best_iter": result.best_iter, "epochs": result.epochs, "train_seconds": result.train_seconds}
-        tracker.log_metrics(final, result.iterations)
-        save_checkpoint(out / CHECKPOINT, run, data, model, result)
-        tracker.log_artifact(out / CHECKPOINT, "checkpoint")
-        if run.tracking.filters_image and run.model.name in ("mlp", "lenet", "logreg"):
-            filters_png(out / "filters.png", model, data.image_shape)
-            tracker.log_artifact(out / "filters.png", "images")
+        tracker.log_metrics(final, final.get("iterations", 0))
     except KeyboardInterrupt:
         progress.close()
         tracker.end("KILLED")
@@ -170,9 +250,6 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         tracker.end("FAILED")
         raise
     tracker.end("FINISHED")
-    log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
-             100 * result.best_valid_error, result.best_iter, 100 * result.test_error, result.epochs,
-             result.train_seconds, result.train_seconds / max(1, result.epochs))
     if run_id:
-        log.info("checkpoint %s; view with: mlflow ui --backend-store-uri %s", out / CHECKPOINT, tracker.uri)
-    return {**final, "run_id": run_id, "checkpoint": str(out / CHECKPOINT)}
+        log.info("outputs in %s; view with: mlflow ui --backend-store-uri %s", out, tracker.uri)
+    return {**final, "run_id": run_id, "output_dir": str(out)}

@@ -27,13 +27,15 @@ def load_model(path):
     if not isinstance(ckpt, dict) or ckpt.get("format") != "dlexp.params/1":
         raise checkpoint.CheckpointError(f"{path}: not a dlexp checkpoint (no 'format': 'dlexp.params/1')")
     model_cfg = MODELS[ckpt["model"]["name"]](**ckpt["model"])
+    if model_cfg.name in ("da", "ca", "rbm"):
+        raise checkpoint.CheckpointError(f"{path}: a {model_cfg.name} has no classifier; nothing to predict")
     model = build_model(model_cfg, tuple(ckpt["image_shape"]), ckpt["n_classes"])
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ckpt["params"].items()})
     return model.eval(), ckpt
 
 
-def fetch_checkpoint(source: str, tracking_uri=None, dest=None) -> Path:
-    """A local checkpoint path: ``source`` itself, or the run's artifact downloaded from MLflow."""
+def fetch_checkpoint(source: str, tracking_uri=None, dest=None, artifact="checkpoint/best_params.pkl") -> Path:
+    """A local checkpoint path: ``source`` itself, or the run's ``artifact`` downloaded from MLflow."""
     if Path(source).exists():
         return Path(source)
     from mlflow.tracking import MlflowClient
@@ -42,7 +44,11 @@ def fetch_checkpoint(source: str, tracking_uri=None, dest=None) -> Path:
 
     client = MlflowClient(tracking_uri=resolve_uri(tracking_uri))
     dest = dest or tempfile.mkdtemp(prefix="dlexp-predict-")
-    return Path(client.download_artifacts(source, "checkpoint/best_params.pkl", dest))
+    try:
+        return Path(client.download_artifacts(source, artifact, dest))
+    except Exception as e:
+        raise checkpoint.CheckpointError(f"{source!r} is neither a file nor an MLflow run with {artifact} in "
+                                         f"{client.tracking_uri}: {str(e).splitlines()[0]}") from None
 
 
 def main(argv=None) -> int:

@@ -66,9 +66,12 @@ def test_logreg_digits_run_reads_back(dlexp, store, tmp_path, capsys):
     assert predict.main([str(ckpt)]) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"test error {100 * m['final_test_error']:.2f} %")
-    # the filter image: 10 logreg filters of 8x8 on a 3 x 4 grid with 1-pixel spacing, enlarged 8x
+    # the filter image: 10 logreg filters of 8x8 on a 3 x 4 grid with 1-pixel spacing, enlarged s times
     img = np.asarray(Image.open(download(run, "images/filters.png", store, tmp_path / "img")))
-    assert img.shape == (8 * (9 * 3 - 1), 8 * (9 * 4 - 1))
+    s = img.shape[1] // (9 * 4 - 1)
+    assert s >= 1 and img.shape == (s * (9 * 3 - 1), s * (9 * 4 - 1))
+    tile = img[:s * 8, :s * 8]  # the first filter, scaled to the full grey range on its own
+    assert tile.min() == 0 and tile.max() == 255
     config = download(run, "config.yaml", store, tmp_path / "cfg").read_text()
     assert "batch_size: 600" in config
 

@@ -2,7 +2,10 @@
 
 Every supervised model returns logits from ``forward(x)`` (x flattened,
 (N, C*H*W)), lists its penalised weights in ``weights()`` and its first-layer
-filters, one per row in input space, in ``filters()``.
+filters, one per row in input space, in ``filters()``. Models trained without
+labels, alone (da, ca, rbm) or before fine-tuning (sda, dbn), also list the
+layers to pretrain, bottom first, in ``pretrain_layers()`` and say whether a
+supervised phase follows in ``supervised``.
 """
 from .lenet import LeNet, feature_sizes
 from .logreg import LogisticRegression
@@ -17,7 +20,28 @@ def build_model(cfg, image_shape, n_classes):
         return MLP(n_in, n_classes, tuple(cfg.hidden_sizes), cfg.activation)
     if cfg.name == "lenet":
         return LeNet(image_shape, n_classes, tuple(cfg.nkerns), cfg.filter_size, cfg.pool_size, cfg.hidden_size)
-    raise ValueError(f"model.name={cfg.name!r} is not allowed: one of logreg, mlp, lenet")
+    if cfg.name == "da":
+        from .da import DenoisingAutoencoder
+
+        return DenoisingAutoencoder(n_in, cfg.n_hidden, cfg.corruption_level)
+    if cfg.name == "ca":
+        from .ca import ContractiveAutoencoder
+
+        return ContractiveAutoencoder(n_in, cfg.n_hidden, cfg.contraction_level)
+    if cfg.name == "rbm":
+        from .rbm import RBM
+
+        return RBM(n_in, cfg.n_hidden, cfg.k, cfg.persistent, cfg.pretrain_batch_size)
+    if cfg.name == "sda":
+        from .sda import StackedDenoisingAutoencoder
+
+        return StackedDenoisingAutoencoder(n_in, n_classes, tuple(cfg.hidden_layers_sizes),
+                                           tuple(cfg.corruption_levels))
+    if cfg.name == "dbn":
+        from .dbn import DeepBeliefNetwork
+
+        return DeepBeliefNetwork(n_in, n_classes, tuple(cfg.hidden_layers_sizes), cfg.k, cfg.pretrain_batch_size)
+    raise ValueError(f"model.name={cfg.name!r} is not allowed: one of logreg, mlp, lenet, da, ca, rbm, sda, dbn")
 
 
 def check_model(cfg, image_shape):
