@@ -34,6 +34,9 @@ class Progress:
                 log.info("epoch %d, iter %d: valid error %.2f %% (best %.2f %%), test error of best %.2f %%",
                          metrics.get("epoch", 0), step, 100 * metrics["valid_error"],
                          100 * metrics["best_valid_error"], 100 * metrics["test_error"])
+        elif event == "pretrain" and self.mode != "none":
+            log.info("pretraining epoch %d: %s", step,
+                     ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith("seconds")))
         elif event == "epoch" and self.bar is not None:
             self.bar.update(1)
 

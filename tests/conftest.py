@@ -1,9 +1,13 @@
 import os
+import sys
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from mlflow.tracking import MlflowClient
+
+from dlexp import cli
 from dlexp.cli import CONFIG_PATH
 
 # Tests never look at the user's own data or caches.
@@ -19,3 +23,28 @@ def compose_cfg():
             return compose(config_name="config", overrides=list(overrides))
     yield _compose
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory):
+    """One embedded MLflow store for the session (creating a sqlite store costs ~2 s)."""
+    return "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
+
+
+@pytest.fixture
+def dlexp(tmp_path, monkeypatch, store, request):
+    """dlexp(*overrides) runs the CLI in a temp dir and returns the finished MLflow run."""
+    monkeypatch.chdir(tmp_path)
+    experiment = request.node.name.replace("[", "-").replace("]", "")
+
+    def _run(*overrides):
+        argv = ["dlexp", *overrides, f"tracking.uri={store}", f"tracking.experiment={experiment}",
+                "trainer.progress=log"]
+        monkeypatch.setattr(sys, "argv", argv)
+        cli.main()
+        client = MlflowClient(store)
+        exp = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
+        return runs[0]
+
+    return _run

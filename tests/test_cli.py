@@ -5,45 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
-from dlexp import cli, predict
+from dlexp import predict
+from runs import download, history
 
 FASHION = Path("/usr/share/datasets/fashion-mnist")
-
-
-@pytest.fixture(scope="session")
-def store(tmp_path_factory):
-    """One embedded MLflow store for the session (creating a sqlite store costs ~2 s)."""
-    return "sqlite:///" + str(tmp_path_factory.mktemp("mlflow") / "mlflow.db")
-
-
-@pytest.fixture
-def dlexp(tmp_path, monkeypatch, store, request):
-    """dlexp(*overrides) runs the CLI in a temp dir and returns the finished MLflow run."""
-    monkeypatch.chdir(tmp_path)
-    experiment = request.node.name.replace("[", "-").replace("]", "")
-
-    def _run(*overrides):
-        argv = ["dlexp", *overrides, f"tracking.uri={store}", f"tracking.experiment={experiment}",
-                "trainer.progress=log"]
-        monkeypatch.setattr(sys, "argv", argv)
-        cli.main()
-        client = MlflowClient(store)
-        exp = client.get_experiment_by_name(experiment)
-        runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)
-        return runs[0]
-
-    return _run
-
-
-def history(run, key, store):
-    return MlflowClient(store).get_metric_history(run.info.run_id, key)
-
-
-def download(run, path, store, dest):
-    return Path(MlflowClient(store).download_artifacts(run.info.run_id, path, str(dest)))
 
 
 def test_logreg_digits_run_reads_back(dlexp, store, tmp_path, capsys):

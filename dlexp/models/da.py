@@ -1,0 +1,88 @@
+"""Denoising autoencoder with tied weights (the tutorial's dA.py).
+
+The input x in [0, 1]^d is corrupted by masking noise, x~ = x * m with
+m_k ~ Bernoulli(1 - corruption_level), then encoded and decoded:
+
+    y = s(W x~ + b)              (hidden code, s = sigmoid)
+    z = s(W' y + b'),  W' = W^T  (reconstruction, tied weights)
+    L_H(x, z) = -sum_k [x_k log z_k + (1 - x_k) log(1 - z_k)]
+
+and SGD minimises the mean of L_H over a minibatch. The reconstruction is
+compared with the clean x, so the code must undo the corruption. W is drawn
+from U[-a, a], a = 4 sqrt(6 / (n_visible + n_hidden)); b and b' start at zero.
+
+W is stored as (n_hidden, n_visible), like ``nn.Linear.weight``, so that a
+stacked model can hand its sigmoid layer's ``weight`` and ``bias`` to the dA
+(the same Parameter objects: pretraining the dA trains the layer).
+"""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mlp import glorot_uniform_
+
+
+def tied_autoencoder_params(module: nn.Module, n_visible: int, n_hidden: int, W=None, bhid=None) -> None:
+    """Register W (n_hidden, n_visible), b (n_hidden) and b_prime (n_visible) on ``module``."""
+    if W is None:
+        W = nn.Parameter(torch.empty(n_hidden, n_visible))
+        glorot_uniform_(W, n_visible, n_hidden, gain=4.0)
+    if bhid is None:
+        bhid = nn.Parameter(torch.zeros(n_hidden))
+    if tuple(W.shape) != (n_hidden, n_visible) or tuple(bhid.shape) != (n_hidden,):
+        raise ValueError(f"W must be ({n_hidden}, {n_visible}) and bhid ({n_hidden},), "
+                         f"got {tuple(W.shape)} and {tuple(bhid.shape)}")
+    module.n_visible, module.n_hidden = n_visible, n_hidden
+    module.W = W if isinstance(W, nn.Parameter) else nn.Parameter(W)
+    module.b = bhid if isinstance(bhid, nn.Parameter) else nn.Parameter(bhid)
+    module.b_prime = nn.Parameter(torch.zeros(n_visible, device=module.W.device, dtype=module.W.dtype))
+
+
+class DenoisingAutoencoder(nn.Module):
+    supervised = False
+
+    def __init__(self, n_visible: int, n_hidden: int, corruption_level: float = 0.0, W=None, bhid=None):
+        super().__init__()
+        if not 0 <= corruption_level < 1:
+            raise ValueError(f"corruption_level={corruption_level!r} must be in [0, 1)")
+        self.corruption_level = corruption_level
+        tied_autoencoder_params(self, n_visible, n_hidden, W, bhid)
+
+    def corrupt(self, x):
+        """Masking noise: keep each x_k with probability 1 - corruption_level, else set it to 0."""
+        if self.corruption_level == 0:
+            return x
+        return x * (torch.rand_like(x) >= self.corruption_level).to(x.dtype)
+
+    def encode(self, x):
+        """y = s(W x + b): the clean, deterministic code."""
+        return torch.sigmoid(F.linear(x.flatten(1), self.W, self.b))
+
+    def decode_logits(self, h):
+        return F.linear(h, self.W.t(), self.b_prime)
+
+    def decode(self, h):
+        """z = s(W^T y + b')."""
+        return torch.sigmoid(self.decode_logits(h))
+
+    def reconstruct(self, x, corrupt: bool = False):
+        """z for x (or for its corruption x~ when ``corrupt``)."""
+        x = x.flatten(1)
+        return self.decode(self.encode(self.corrupt(x) if corrupt else x))
+
+    def pretrain_loss(self, x):
+        """mean over the batch of L_H(x, z), z reconstructed from x~; from the logits for stability."""
+        x = x.flatten(1)
+        logits = self.decode_logits(self.encode(self.corrupt(x)))
+        loss = F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+        return loss, {"cost": loss.detach()}
+
+    def pretrain_layers(self):
+        return [self]
+
+    def weights(self):
+        return [self.W]
+
+    def filters(self):
+        """One row per hidden unit, in input space: (n_hidden, n_visible)."""
+        return self.W
