@@ -214,9 +214,12 @@ class DatasetConfig:
     max_train: Optional[int] = None
     max_valid: Optional[int] = None
     max_test: Optional[int] = None
+    device_chunk: Optional[int] = None  # examples kept on the device at once (null: the whole split)
 
     def __post_init__(self) -> None:
         _one_of("dataset.name", self.name, ("mnist", "fashion_mnist", "digits"))
+        _check(self.device_chunk is None or self.device_chunk >= 1, "dataset.device_chunk", self.device_chunk,
+               "null or >= 1")
         for key in ("max_train", "max_valid", "max_test"):
             value = getattr(self, key)
             _check(value is None or value >= 1, f"dataset.{key}", value, "null or >= 1")
@@ -295,7 +298,11 @@ class EarlyStoppingConfig:
 
 @dataclass
 class TrainerConfig:
-    """How to run: device, epochs, seed, evaluation batch, progress display."""
+    """How to run: device, epochs, seed, evaluation batch, progress display, speed options.
+
+    ``compile`` wraps the training step in ``torch.compile``; ``precision=bf16``
+    runs forward passes under bf16 autocast (on a GPU).
+    """
 
     device: str = "auto"
     max_epochs: int = 1000
@@ -305,6 +312,8 @@ class TrainerConfig:
     progress: str = "auto"
     deterministic: bool = False
     threads: Optional[int] = None
+    compile: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         import re
@@ -315,6 +324,7 @@ class TrainerConfig:
         _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "must be >= 1")
         _one_of("trainer.progress", self.progress, ("auto", "bar", "log", "none"))
         _check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
+        _one_of("trainer.precision", self.precision, ("fp32", "bf16"))
 
 
 @dataclass

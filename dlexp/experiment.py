@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, viz
+from . import checkpoint, sweep, viz
 from .config import ConfigError
 from .data import load_dataset
 from .data.device import resolve_device, to_device
@@ -206,6 +206,9 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
     }
     if pretrained_from:
         tags["dlexp.pretrained_from"] = pretrained_path
+    parent = sweep.parent_run_id()
+    if parent:
+        tags["mlflow.parentRunId"] = parent
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
     run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags)
