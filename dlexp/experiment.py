@@ -6,9 +6,11 @@ that the model and batch size fit the data. Then the run records params,
 reproducibility tags, metrics, the best parameters (a pickle of numpy arrays)
 and a filters image, and is marked FINISHED, FAILED or KILLED.
 """
+import contextlib
 import logging
 import platform
 import random
+import signal
 import subprocess
 import sys
 import time
@@ -33,6 +35,23 @@ log = logging.getLogger("dlexp")
 
 CHECKPOINT = "best_params.pkl"
 PRETRAINED = "pretrained_params.pkl"
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt():
+    """SIGTERM (a scheduler's or ``kill``'s stop) ends the run like Ctrl-C: marked KILLED, not left RUNNING."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -220,39 +239,40 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         tracker(event, metrics, step)
         progress(event, metrics, step)
 
-    try:
-        tracker.log_artifact(out / "config.yaml")
-        tracker.log_artifact(out / "overrides.txt")
-        log.info("training %s on %s (%d/%d/%d examples) on %s", run.model.name, run.dataset.name,
-                 len(data.train.y), len(data.valid.y), len(data.test.y), device)
-        final = {}
-        if hasattr(model, "pretrain_layers"):
-            if not pretrained_from:
-                final.update(pretrain(run, model, data, out, tracker, callback))
-            save_checkpoint(out / PRETRAINED, run, data, model, {})
-            tracker.log_artifact(out / PRETRAINED, "checkpoint")
-            if run.tracking.filters_image:
-                save_images(out, data, model, run, tracker, prefix="pretrained_" if model.supervised else "")
-        if getattr(model, "supervised", True):
-            final.update(finetune(run, model, data, callback))
-            save_checkpoint(out / CHECKPOINT, run, data, model,
-                            {"best_valid_error": final["best_valid_error"], "test_error": final["final_test_error"]})
-            tracker.log_artifact(out / CHECKPOINT, "checkpoint")
-            if run.tracking.filters_image:
-                save_images(out, data, model, run, tracker)
-        progress.close()
-        tracker.log_metrics(final, final.get("iterations", 0))
-    except KeyboardInterrupt:
-        progress.close()
-        tracker.end("KILLED")
-        raise
-    except BaseException as e:
-        progress.close()
-        if run_id:
-            tracker.set_tags({"dlexp.error": f"{type(e).__name__}: {e}"})
-        tracker.end("FAILED")
-        raise
-    tracker.end("FINISHED")
+    with sigterm_as_interrupt():
+        try:
+            tracker.log_artifact(out / "config.yaml")
+            tracker.log_artifact(out / "overrides.txt")
+            log.info("training %s on %s (%d/%d/%d examples) on %s", run.model.name, run.dataset.name,
+                     len(data.train.y), len(data.valid.y), len(data.test.y), device)
+            final = {}
+            if hasattr(model, "pretrain_layers"):
+                if not pretrained_from:
+                    final.update(pretrain(run, model, data, out, tracker, callback))
+                save_checkpoint(out / PRETRAINED, run, data, model, {})
+                tracker.log_artifact(out / PRETRAINED, "checkpoint")
+                if run.tracking.filters_image:
+                    save_images(out, data, model, run, tracker, prefix="pretrained_" if model.supervised else "")
+            if getattr(model, "supervised", True):
+                final.update(finetune(run, model, data, callback))
+                save_checkpoint(out / CHECKPOINT, run, data, model,
+                                {"best_valid_error": final["best_valid_error"], "test_error": final["final_test_error"]})
+                tracker.log_artifact(out / CHECKPOINT, "checkpoint")
+                if run.tracking.filters_image:
+                    save_images(out, data, model, run, tracker)
+            progress.close()
+            tracker.log_metrics(final, final.get("iterations", 0))
+        except KeyboardInterrupt:
+            progress.close()
+            tracker.end("KILLED")
+            raise
+        except BaseException as e:
+            progress.close()
+            if run_id:
+                tracker.set_tags({"dlexp.error": f"{type(e).__name__}: {e}"})
+            tracker.end("FAILED")
+            raise
+        tracker.end("FINISHED")
     if run_id:
         log.info("outputs in %s; view with: mlflow ui --backend-store-uri %s", out, tracker.uri)
     return {**final, "run_id": run_id, "output_dir": str(out)}

@@ -1,0 +1,60 @@
+"""Training state as plain data: everything a killed run needs to continue bit for bit.
+
+A state is a tree of dicts, lists, tuples, numbers, strings and numpy arrays
+(tensors converted with :func:`to_numpy`), so it is saved with
+``dlexp.checkpoint.save`` and read back by the restricted unpickler, never by
+plain ``pickle.load``. It holds the parameters and buffers (an RBM's
+persistent chain included), the optimizer's momentum buffers, the schedule,
+the early-stopping rule, the loop counters and every random generator: torch
+(CPU and CUDA), numpy, Python's ``random`` and the loop's own shuffling
+generator.
+"""
+import random
+
+import numpy as np
+import torch
+
+
+def to_numpy(tree):
+    """Tensors -> numpy arrays, recursively through dicts, lists and tuples."""
+    if isinstance(tree, torch.Tensor):
+        return tree.detach().cpu().numpy().copy()
+    if isinstance(tree, dict):
+        return {k: to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_numpy(v) for v in tree)
+    return tree
+
+
+def to_torch(tree, device=None):
+    """numpy arrays -> tensors on ``device``, recursively (the inverse of :func:`to_numpy`)."""
+    if isinstance(tree, np.ndarray):
+        return torch.from_numpy(np.array(tree)).to(device) if device is not None else torch.from_numpy(np.array(tree))
+    if isinstance(tree, dict):
+        return {k: to_torch(v, device) for k, v in tree.items()}
+    if isinstance(tree, (list, tuple)):
+        return type(tree)(to_torch(v, device) for v in tree)
+    return tree
+
+
+def rng_state(generator=None) -> dict:
+    state = {
+        "torch": torch.get_rng_state().numpy().copy(),
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+        "cuda": [s.numpy().copy() for s in torch.cuda.get_rng_state_all()] if torch.cuda.is_available() else [],
+    }
+    if generator is not None:
+        state["generator"] = generator.get_state().numpy().copy()
+    return state
+
+
+def set_rng_state(state: dict, generator=None) -> None:
+    torch.set_rng_state(torch.from_numpy(np.array(state["torch"])))
+    np.random.set_state(tuple(state["numpy"]))
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([torch.from_numpy(np.array(s)) for s in state["cuda"]])
+    if generator is not None and "generator" in state:
+        generator.set_state(torch.from_numpy(np.array(state["generator"])))
