@@ -8,6 +8,7 @@ Checkpoints are read with the restricted unpickler (numpy arrays and plain
 containers only), never with plain ``pickle.load``.
 """
 import argparse
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -38,6 +39,9 @@ def fetch_checkpoint(source: str, tracking_uri=None, dest=None, artifact="checkp
     """A local checkpoint path: ``source`` itself, or the run's ``artifact`` downloaded from MLflow."""
     if Path(source).exists():
         return Path(source)
+    if not re.fullmatch(r"[0-9a-f]{32}", source):
+        raise checkpoint.CheckpointError(f"{source!r} is neither an existing file nor an MLflow run id "
+                                         "(32 hex digits)")
     from mlflow.tracking import MlflowClient
 
     from .tracking import resolve_uri
