@@ -90,7 +90,8 @@ def versions() -> dict:
 
 
 def run_name(run, overrides) -> str:
-    shown = [o for o in overrides if not o.startswith(("model=", "dataset="))]
+    hidden = ("model=", "dataset=", "tracking.", "trainer.progress", "hydra.", "hydra/")
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(hidden)]
     return " ".join([run.model.name, run.dataset.name, *shown])
 
 

@@ -6,17 +6,77 @@ artifacts beside it in ``outputs/mlartifacts``. ``tracking.uri`` or
 Metrics are buffered and written with one ``log_batch`` call every
 ``flush_seconds`` (and at the end), so a run pays a few milliseconds of
 tracking per flush, not per minibatch or per validation.
+
+Several processes may write one sqlite store at once (a parallel sweep):
+MLflow's sqlite sessions wait up to 20 s for a lock (``busy_timeout``), but
+SQLite still answers some writes with "database is locked" at once (a read
+lock that cannot be upgraded) or after the timeout under heavy load. Every
+client call is therefore retried with exponential backoff and jitter on that
+error, as MLflow's own store does for database deadlocks; a failed write is
+rolled back, so a retry never records anything twice.
 """
+import functools
 import logging
 import os
+import random
 import time
 from pathlib import Path
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+log = logging.getLogger("dlexp")
+
 for _name in ("alembic", "mlflow.store.db.utils"):
     logging.getLogger(_name).setLevel(logging.WARNING)
+
+
+class _DropLockedErrors(logging.Filter):
+    """MLflow logs a traceback for each "database is locked" before raising it; we retry those."""
+
+    def filter(self, record):
+        return not _is_locked(record.getMessage())
+
+
+def _is_locked(message) -> bool:
+    message = str(message).lower()
+    return "database is locked" in message or "database table is locked" in message or "database is busy" in message
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_DropLockedErrors())
+
+RETRY_SECONDS = float(os.environ.get("DLEXP_TRACKING_RETRY_SECONDS", "120"))
+
+
+def retry_locked(fn, *args, _deadline_s=None, **kwargs):
+    """Call fn, retrying while the store answers "database is locked" (exponential backoff, jitter)."""
+    deadline = time.monotonic() + (RETRY_SECONDS if _deadline_s is None else _deadline_s)
+    attempt = 0
+    while True:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # MlflowException(TEMPORARILY_UNAVAILABLE) or a raw sqlalchemy OperationalError
+            if not _is_locked(e) or time.monotonic() >= deadline:
+                raise
+            attempt += 1
+            delay = min(2.0, 0.05 * 2 ** min(attempt, 6)) * random.uniform(0.5, 1.5)
+            log.debug("tracking store locked, retry %d in %.2f s: %s", attempt, delay, fn)
+            time.sleep(delay)
+
+
+class RetryingClient:
+    """An MlflowClient whose every method retries on a locked sqlite store."""
+
+    def __init__(self, uri: str):
+        self._client = retry_locked(MlflowClient, tracking_uri=uri)
+
+    def __getattr__(self, name):
+        if name.startswith("__") or name == "_client":  # copy/pickle probing an instance without _client
+            raise AttributeError(name)
+        attr = getattr(self._client, name)
+        if not callable(attr):
+            return attr
+        return functools.partial(retry_locked, attr)
 
 
 def resolve_uri(uri=None, cwd=None) -> str:
@@ -37,12 +97,14 @@ def _artifact_root(uri: str):
     return None
 
 
-def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
+def get_or_create_experiment(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=_artifact_root(uri))
+        # the MLflow UI opens an experiment of this kind on its training-runs view (not the GenAI one)
+        return client.create_experiment(name, artifact_location=_artifact_root(uri),
+                                        tags={"mlflow.experimentKind": "custom_model_development"})
     except Exception:  # created meanwhile by a parallel job
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -53,12 +115,16 @@ def get_or_create_experiment(client: MlflowClient, name: str, uri: str) -> str:
 class Tracker:
     """A thin, buffered wrapper over one MLflow run."""
 
-    def __init__(self, uri: str, experiment: str, flush_seconds: float = 2.0):
+    def __init__(self, uri: str, experiment: str, flush_seconds: float = None):
         self.uri = uri
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = RetryingClient(uri)
         self.experiment_id = get_or_create_experiment(self.client, experiment, uri)
+        if flush_seconds is None:  # $DLEXP_TRACKING_FLUSH_SECONDS (0: write every metric at once), else 2 s
+            flush_seconds = float(os.environ.get("DLEXP_TRACKING_FLUSH_SECONDS", "2"))
         self.flush_seconds = flush_seconds
         self.run_id = None
+        self.pruner = None  # a sweep's pruning hook: pruner(metrics, step) may raise to stop the run
+        self.pruned = False
         self._buffer = []
         self._last_flush = time.monotonic()
 
@@ -81,6 +147,18 @@ class Tracker:
         self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
+        if self.pruner is not None and "valid_error" in metrics:
+            self._maybe_prune(metrics, step)
+
+    def _maybe_prune(self, metrics: dict, step: int) -> None:
+        try:
+            self.pruner(metrics, step)
+        except BaseException as e:
+            if type(e).__name__ != "TrialPruned":
+                raise
+            self.pruned = True
+            self.set_tags({"dlexp.pruned": f"at step {step}: {e}"})
+            raise
 
     def __call__(self, event: str, metrics: dict, step: int) -> None:
         """The trainer's callback: every metric it reports, at its step."""
@@ -96,6 +174,8 @@ class Tracker:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
+        if self.pruned and status == "FAILED":
+            status = "KILLED"  # stopped early by the sweep's pruner, not broken
         try:
             self.flush()
         finally:
@@ -133,4 +213,8 @@ class NullTracker:
 def build_tracker(cfg, cwd=None):
     if not cfg.enabled:
         return NullTracker()
-    return Tracker(resolve_uri(cfg.uri, cwd), cfg.experiment)
+    tracker = Tracker(resolve_uri(cfg.uri, cwd), cfg.experiment)
+    from . import sweep
+
+    tracker.pruner = sweep.pruner_for(tracker)  # None outside a sweep that prunes
+    return tracker
