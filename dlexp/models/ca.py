@@ -11,36 +11,19 @@ Frobenius norm of the encoder's Jacobian J(x) = dh / dx:
 W (n_hidden, n_visible) is drawn from U[-a, a], a = 4 sqrt(6 / (n_visible +
 n_hidden)); b and b' start at zero.
 """
-import torch
 import torch.nn.functional as F
-from torch import nn
 
-from .da import tied_autoencoder_params
+from .da import DenoisingAutoencoder
 
 
-class ContractiveAutoencoder(nn.Module):
-    supervised = False
+class ContractiveAutoencoder(DenoisingAutoencoder):
+    """A dA without corruption whose cost adds the contraction penalty."""
 
     def __init__(self, n_visible: int, n_hidden: int, contraction_level: float = 0.1, W=None, bhid=None):
-        super().__init__()
+        super().__init__(n_visible, n_hidden, 0.0, W, bhid)
         if contraction_level < 0:
             raise ValueError(f"contraction_level={contraction_level!r} must be >= 0")
         self.contraction_level = contraction_level
-        tied_autoencoder_params(self, n_visible, n_hidden, W, bhid)
-
-    def encode(self, x):
-        """h = s(W x + b)."""
-        return torch.sigmoid(F.linear(x.flatten(1), self.W, self.b))
-
-    def decode_logits(self, h):
-        return F.linear(h, self.W.t(), self.b_prime)
-
-    def decode(self, h):
-        """z = s(W^T h + b')."""
-        return torch.sigmoid(self.decode_logits(h))
-
-    def reconstruct(self, x):
-        return self.decode(self.encode(x))
 
     def jacobian_norm2(self, h):
         """||J(x)||_F^2 per example from its code h: sum_j (h_j (1 - h_j))^2 ||W_j.||^2."""
@@ -53,13 +36,3 @@ class ContractiveAutoencoder(nn.Module):
         contraction = self.jacobian_norm2(h).mean()
         loss = rec + self.contraction_level * contraction
         return loss, {"cost": loss.detach(), "reconstruction": rec.detach(), "contraction": contraction.detach()}
-
-    def pretrain_layers(self):
-        return [self]
-
-    def weights(self):
-        return [self.W]
-
-    def filters(self):
-        """One row per hidden unit, in input space: (n_hidden, n_visible)."""
-        return self.W
