@@ -29,6 +29,8 @@ def main(cfg: DictConfig) -> float:
     from .checkpoint import CheckpointError
     from .data.device import DeviceError
     from .data.formats import DataError
+    from .tracking import TrackingError
+    from .train.result import Diverged
 
     hc = HydraConfig.get()
     try:
@@ -36,9 +38,12 @@ def main(cfg: DictConfig) -> float:
         from .experiment import run_experiment
 
         final = run_experiment(run, OmegaConf.to_yaml(cfg), list(hc.overrides.task), hc.runtime.output_dir)
-    except (ConfigError, DataError, DeviceError, CheckpointError) as e:
+    except (ConfigError, DataError, DeviceError, CheckpointError, TrackingError) as e:
         print(f"dlexp: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except (Diverged, OSError) as e:  # the run is marked FAILED with the reason as a tag
+        print(f"dlexp: error: {e}", file=sys.stderr)
+        sys.exit(1)
     # the sweep objective (e.g. for Optuna): validation error, or the final cost of an unsupervised model
     return final.get("best_valid_error", final.get("final_cost"))
 

@@ -301,7 +301,9 @@ class TrainerConfig:
     """How to run: device, epochs, seed, evaluation batch, progress display, speed options.
 
     ``compile`` wraps the training step in ``torch.compile``; ``precision=bf16``
-    runs forward passes under bf16 autocast (on a GPU).
+    runs forward passes under bf16 autocast (on a GPU). ``checkpoint_every``
+    iterations the whole training state is saved to the run's artifacts
+    (``state/train_state.pkl``); ``resume`` continues a stopped run from it.
     """
 
     device: str = "auto"
@@ -314,6 +316,8 @@ class TrainerConfig:
     threads: Optional[int] = None
     compile: bool = False
     precision: str = "fp32"
+    checkpoint_every: int = 5000    # iterations between training-state checkpoints (0: none)
+    resume: Optional[str] = None    # a run id, a train_state.pkl path, or auto
 
     def __post_init__(self) -> None:
         import re
@@ -325,6 +329,11 @@ class TrainerConfig:
         _one_of("trainer.progress", self.progress, ("auto", "bar", "log", "none"))
         _check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
         _one_of("trainer.precision", self.precision, ("fp32", "bf16"))
+        _check(self.checkpoint_every >= 0, "trainer.checkpoint_every", self.checkpoint_every,
+               "iterations between checkpoints, >= 0 (0: none)")
+        _check(self.resume is None or self.resume == "auto" or bool(re.fullmatch(r"[0-9a-f]{32}", self.resume))
+               or self.resume.endswith(".pkl"), "trainer.resume", self.resume,
+               "an MLflow run id (32 hex digits), a path to a train_state.pkl, or auto")
 
 
 @dataclass

@@ -8,6 +8,8 @@ and a filters image, and is marked FINISHED, FAILED or KILLED.
 """
 import contextlib
 import logging
+import math
+import os
 import platform
 import random
 import signal
@@ -21,15 +23,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, sweep, viz
+from . import checkpoint, resume, sweep, viz
 from .config import ConfigError
 from .data import load_dataset
 from .data.device import resolve_device, to_device
 from .models import build_model, check_model
 from .progress import Progress
-from .tracking import build_tracker
+from .tracking import build_tracker, check_reachable
 from .train import fit_cg, fit_sgd
 from .train.pretrain import pretrain_stack
+from .train.result import Diverged
+from .train.state import StopRequest
 
 log = logging.getLogger("dlexp")
 
@@ -38,20 +42,19 @@ PRETRAINED = "pretrained_params.pkl"
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt():
-    """SIGTERM (a scheduler's or ``kill``'s stop) ends the run like Ctrl-C: marked KILLED, not left RUNNING."""
-    def handler(signum, frame):
-        raise KeyboardInterrupt(f"signal {signum}")
-
+def stop_on_signals(stop: StopRequest):
+    """Ctrl-C and SIGTERM (a scheduler's or ``kill``'s stop) go to ``stop``: a training loop saves its
+    state and stops; the run is marked KILLED, never left RUNNING."""
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
@@ -149,7 +152,7 @@ def save_images(out: Path, data, model, run, tracker, prefix: str = "") -> None:
                 rows, data.image_shape[1:], (cfg.n_samples, cfg.n_chains), scale_rows_to_unit_interval=False))
 
 
-def pretrain(run, model, data, out, tracker, callback) -> dict:
+def pretrain(run, model, data, out, tracker, callback, **loop) -> dict:
     """Greedy layer-wise pretraining, with filter images at ``image_every`` epochs."""
     cfg = run.model
     first = model.pretrain_layers()[0]
@@ -159,8 +162,9 @@ def pretrain(run, model, data, out, tracker, callback) -> dict:
             save_images(out, data, first, run, tracker, prefix=f"epoch_{epoch:03d}_")
 
     start = time.perf_counter()
-    histories = pretrain_stack(model, data.train.x, cfg.pretrain_lr, cfg.pretrain_batch_size,
-                               cfg.pretrain_epochs, callback, on_epoch)
+    histories = pretrain_stack(model, data.train, cfg.pretrain_lr, cfg.pretrain_batch_size,
+                               cfg.pretrain_epochs, callback, on_epoch, compile=run.trainer.compile,
+                               precision=run.trainer.precision, **loop)
     final = {"pretrain_seconds": time.perf_counter() - start}
     for i, history in enumerate(histories):
         if history:
@@ -168,7 +172,7 @@ def pretrain(run, model, data, out, tracker, callback) -> dict:
     return final
 
 
-def finetune(run, model, data, callback) -> dict:
+def finetune(run, model, data, callback, **loop) -> dict:
     if run.optimizer.name == "cg":
         result = fit_cg(model, data, run.optimizer, run.regularization, run.trainer.max_epochs,
                         run.trainer.eval_batch_size, callback)
@@ -177,7 +181,7 @@ def finetune(run, model, data, callback) -> dict:
                      if run.trainer.shuffle else None)
         result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping,
                          run.trainer.max_epochs, run.trainer.shuffle, run.trainer.eval_batch_size, callback,
-                         generator)
+                         generator, compile=run.trainer.compile, precision=run.trainer.precision, **loop)
     log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
              100 * result.best_valid_error, result.best_iter, 100 * result.test_error, result.epochs,
              result.train_seconds, result.train_seconds / max(1, result.epochs))
@@ -193,6 +197,8 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
     if run.trainer.threads:
         torch.set_num_threads(run.trainer.threads)
     device = resolve_device(run.trainer.device)
+    if run.tracking.enabled:  # a tracking server that does not answer: fail now, not after training
+        check_reachable(run.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
     dataset = load_dataset(run.dataset)
     try:
         check_model(run.model, dataset.image_shape)
@@ -206,13 +212,14 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
             raise ConfigError(f"{key}={b} is not allowed: at most the {len(dataset.train.y)} training examples "
                               f"of dataset={run.dataset.name}")
     seed_everything(run.trainer.seed, run.trainer.deterministic)
-    data = to_device(dataset, device)
+    data = to_device(dataset, device, run.dataset.device_chunk)
     model = build_model(run.model, data.image_shape, data.n_classes).to(device)
     pretrained_from = getattr(run.model, "pretrained_from", None)
     if pretrained_from:
         pretrained_path = load_pretrained(model, pretrained_from, run.tracking.uri)
     tracker = build_tracker(run.tracking)
     params = flatten(asdict(run))
+    resume_id, state = resume.find(run.trainer.resume, tracker, params, out)
     tags = {
         "dlexp.overrides": " ".join(overrides) or "(none)",
         "dlexp.git_commit": git_commit(),
@@ -223,7 +230,13 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         "dlexp.data_source": dataset.source,
         "dlexp.command": " ".join(sys.argv),
         "dlexp.output_dir": str(out.resolve()),
+        "dlexp.config_key": resume.config_key(params),
     }
+    if run.trainer.resume:
+        where = state and (state.get("position") or state["loop"]["position"])
+        tags["dlexp.resumed_from"] = (f"{state['phase']} iteration {where['it'] + 1}, epoch {where['epoch']}"
+                                      + (f", layer {state['layer']}" if "layer" in state else "")
+                                      if state else "the start")
     if pretrained_from:
         tags["dlexp.pretrained_from"] = pretrained_path
     parent = sweep.parent_run_id()
@@ -231,31 +244,45 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         tags["mlflow.parentRunId"] = parent
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
-    run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags)
+    run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
     if run_id:
         log.info("MLflow run %s in %s", run_id, tracker.uri)
+    state_file = resume.state_path(tracker, run_id, out)
+    upload = run_id is not None and tracker.local_artifact_dir(run_id) is None
+
+    def on_checkpoint(training_state):
+        tracker.flush()  # the metrics up to this state are in the store before the state is
+        resume.save(state_file, training_state, run_id, params)
+        if upload:
+            tracker.log_artifact(state_file, "state")
+
+    stop = StopRequest()
+    phase = state["phase"] if state else None
+    loop = {"checkpoint_every": run.trainer.checkpoint_every, "on_checkpoint": on_checkpoint, "stop": stop}
     progress = Progress(run.trainer.progress, run.trainer.max_epochs)
 
     def callback(event, metrics, step):
         tracker(event, metrics, step)
         progress(event, metrics, step)
 
-    with sigterm_as_interrupt():
+    with stop_on_signals(stop):
         try:
             tracker.log_artifact(out / "config.yaml")
             tracker.log_artifact(out / "overrides.txt")
             log.info("training %s on %s (%d/%d/%d examples) on %s", run.model.name, run.dataset.name,
                      len(data.train.y), len(data.valid.y), len(data.test.y), device)
             final = {}
-            if hasattr(model, "pretrain_layers"):
+            if hasattr(model, "pretrain_layers") and phase != "finetune":
                 if not pretrained_from:
-                    final.update(pretrain(run, model, data, out, tracker, callback))
+                    final.update(pretrain(run, model, data, out, tracker, callback, **loop,
+                                          state=state if phase == "pretrain" else None))
                 save_checkpoint(out / PRETRAINED, run, data, model, {})
                 tracker.log_artifact(out / PRETRAINED, "checkpoint")
                 if run.tracking.filters_image:
                     save_images(out, data, model, run, tracker, prefix="pretrained_" if model.supervised else "")
             if getattr(model, "supervised", True):
-                final.update(finetune(run, model, data, callback))
+                final.update(finetune(run, model, data, callback, **loop,
+                                      state=state if phase == "finetune" else None))
                 save_checkpoint(out / CHECKPOINT, run, data, model,
                                 {"best_valid_error": final["best_valid_error"], "test_error": final["final_test_error"]})
                 tracker.log_artifact(out / CHECKPOINT, "checkpoint")
@@ -267,6 +294,17 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
             progress.close()
             tracker.end("KILLED")
             raise
+        except Diverged as e:
+            progress.close()
+            message = f"{e} (model={run.model.name})"
+            if math.isfinite(e.best_valid_error):  # the best model before the divergence is kept
+                save_checkpoint(out / CHECKPOINT, run, data, model,
+                                {"best_valid_error": e.best_valid_error, "test_error": e.test_error})
+                tracker.log_artifact(out / CHECKPOINT, "checkpoint")
+            if run_id:
+                tracker.set_tags({"dlexp.error": f"Diverged: {message}"})
+            tracker.end("FAILED")
+            raise Diverged(message) from None
         except BaseException as e:
             progress.close()
             if run_id:
@@ -274,6 +312,7 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
             tracker.end("FAILED")
             raise
         tracker.end("FINISHED")
+        state_file.unlink(missing_ok=True)  # finished: nothing to resume
     if run_id:
         log.info("outputs in %s; view with: mlflow ui --backend-store-uri %s", out, tracker.uri)
     return {**final, "run_id": run_id, "output_dir": str(out)}

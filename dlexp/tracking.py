@@ -90,6 +90,29 @@ def resolve_uri(uri=None, cwd=None) -> str:
     return f"sqlite:///{out / 'mlflow.db'}"
 
 
+class TrackingError(ValueError):
+    """The tracking store cannot be used; the message is one line and names the URI."""
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast when ``uri`` is an MLflow server that does not answer (MLflow's own client would retry
+    for minutes before the first metric)."""
+    import urllib.error
+    import urllib.request
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answers (a proxy or an older server without /health)
+    except (urllib.error.URLError, OSError) as e:
+        reason = getattr(e, "reason", e)
+        raise TrackingError(f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one "
+                            "(mlflow server), leave tracking.uri unset for the embedded store, or use "
+                            "tracking=none") from None
+
+
 def _artifact_root(uri: str):
     """For a sqlite store, artifacts live beside the database file."""
     if uri.startswith("sqlite:///"):
@@ -126,16 +149,53 @@ class Tracker:
         self.pruner = None  # a sweep's pruning hook: pruner(metrics, step) may raise to stop the run
         self.pruned = False
         self._buffer = []
+        self._logged = {}  # a resumed run: metric key -> last step already in the store
         self._last_flush = time.monotonic()
 
-    def start(self, run_name: str, params: dict, tags: dict) -> str:
-        run = self.client.create_run(self.experiment_id, run_name=run_name)
-        self.run_id = run.info.run_id
-        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+    def start(self, run_name: str, params: dict, tags: dict, run_id: str = None) -> str:
+        """Create a run, or continue ``run_id`` (a resumed run: its params stay, metrics at steps it
+        has already logged are not logged twice)."""
+        if run_id is None:
+            run = self.client.create_run(self.experiment_id, run_name=run_name)
+            self.run_id = run.info.run_id
+            items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+            for i in range(0, len(items), 100):
+                self.client.log_batch(self.run_id, params=items[i:i + 100])
+        else:
+            self.run_id = run_id
+            self.client.update_run(run_id, status="RUNNING")
+            for key in self.client.get_run(run_id).data.metrics:
+                self._logged[key] = max(m.step for m in self.client.get_metric_history(run_id, key))
         self.set_tags(tags)
         return self.run_id
+
+    def find_run(self, run_id: str):
+        """The run with this id in this store, or None."""
+        try:
+            return self.client.get_run(run_id)
+        except Exception as e:
+            if "RESOURCE_DOES_NOT_EXIST" in str(e) or "not found" in str(e).lower():
+                return None
+            raise
+
+    def latest_unfinished(self, config_key: str):
+        """The newest run of this experiment with tag dlexp.config_key = config_key not FINISHED, or None."""
+        runs = self.client.search_runs([self.experiment_id], f"tags.`dlexp.config_key` = '{config_key}'",
+                                       order_by=["attributes.start_time DESC"], max_results=50)
+        return next((r for r in runs if r.info.status != "FINISHED"), None)
+
+    def local_artifact_dir(self, run_id: str = None):
+        """The run's artifact directory when it is on this file system (a path), else None."""
+        from urllib.parse import unquote, urlparse
+
+        uri = self.client.get_run(run_id or self.run_id).info.artifact_uri
+        parsed = urlparse(uri)
+        if parsed.scheme in ("", "file"):
+            return Path(unquote(parsed.path))
+        return None
+
+    def download_artifact(self, run_id: str, path: str, dst) -> Path:
+        return Path(self.client.download_artifacts(run_id, path, str(dst)))
 
     def set_tags(self, tags: dict) -> None:
         items = [RunTag(k, str(v)[:8000]) for k, v in tags.items()]
@@ -144,7 +204,8 @@ class Tracker:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         ts = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items())
+        self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items()
+                            if step > self._logged.get(k, -1))
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
         if self.pruner is not None and "valid_error" in metrics:
@@ -188,7 +249,16 @@ class NullTracker:
     uri = None
     run_id = None
 
-    def start(self, run_name, params, tags):
+    def start(self, run_name, params, tags, run_id=None):
+        return None
+
+    def find_run(self, run_id):
+        return None
+
+    def latest_unfinished(self, config_key):
+        return None
+
+    def local_artifact_dir(self, run_id=None):
         return None
 
     def set_tags(self, tags):

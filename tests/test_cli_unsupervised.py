@@ -1,7 +1,6 @@
 """dA, cA, RBM, SdA and DBN end to end through the CLI on digits: metrics, images and checkpoints in MLflow."""
 import numpy as np
 import pytest
-from mlflow.tracking import MlflowClient
 from PIL import Image
 
 from dlexp import checkpoint

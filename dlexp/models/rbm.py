@@ -46,7 +46,9 @@ class RBM(nn.Module):
         self.vbias = nn.Parameter(torch.zeros(n_visible))
         # PCD: the hidden samples of `batch_size` chains, started at zero as the tutorial.
         self.register_buffer("persistent_chain", torch.zeros(batch_size, n_hidden) if persistent else None)
-        self.bit_i = 0  # the visible unit the pseudo-likelihood flips next
+        # the visible unit the pseudo-likelihood flips next: a buffer, so it is saved with the state and
+        # advances on the device without a host sync
+        self.register_buffer("bit_i", torch.zeros(1, dtype=torch.long))
 
     # ------------------------------------------------------------ energies
     def free_energy(self, v):
@@ -116,9 +118,8 @@ class RBM(nn.Module):
         x = round(v); bit i cycles over the visible units, one per call.
         """
         x = torch.round(v)
-        x_flip = x.clone()
-        x_flip[:, self.bit_i] = 1 - x_flip[:, self.bit_i]
-        self.bit_i = (self.bit_i + 1) % self.n_visible
+        x_flip = x.index_copy(1, self.bit_i, 1 - x.index_select(1, self.bit_i))
+        self.bit_i.add_(1).remainder_(self.n_visible)
         return self.n_visible * F.logsigmoid(self.free_energy(x_flip) - self.free_energy(x)).mean()
 
     @staticmethod

@@ -11,7 +11,6 @@ of each new best model, as the tutorial does.
 """
 import time
 
-import numpy as np
 import scipy.optimize
 import torch
 import torch.nn.functional as F

@@ -6,55 +6,148 @@ and ``monitors`` holds 0-d tensors to report (reconstruction cost,
 pseudo-likelihood, ...). Layer ``i`` trains on the clean, deterministic
 output ``encode()`` of the layers below it, computed once on the device.
 Monitors are summed on the device and read once an epoch.
+
+The step is :class:`dlexp.train.step.SGDStep` (gradients by
+``torch.autograd.grad``, one fused update kernel, optional ``torch.compile``
+and bf16 autocast). Data held in host memory (a chunked split, see
+:mod:`dlexp.data.device`) streams through the device ``chunk`` rows at a time.
 """
+import math
 import time
 
 import torch
 
+from .result import Diverged
+from .state import polling, rng_state, set_rng_state, to_torch
+from .step import SGDStep, autocast_dtype, cpu_settings
+
+
+def _device(layer):
+    return next(layer.parameters()).device
+
 
 @torch.no_grad()
 def encode(layer, x, batch_size: int = 10000):
-    return torch.cat([layer.encode(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])
+    """``layer.encode`` of every row of ``x``, in batches; the result stays where ``x`` is."""
+    device = _device(layer)
+    out = torch.cat([layer.encode(x[i:i + batch_size].to(device, non_blocking=True)).to(x.device)
+                     for i in range(0, len(x), batch_size)])
+    if out.device.type == "cpu" and device.type == "cuda":
+        out = out.pin_memory()
+    return out
+
+
+def _as_split(x, layer, batch_size, chunk):
+    from ..data.device import DeviceSplit
+
+    if hasattr(x, "batches"):
+        return x
+    device = _device(layer)
+    if x.device != device or chunk is not None:
+        return DeviceSplit(x, None, chunk=chunk or 100 * batch_size, device=device)
+    return DeviceSplit(x, None)
 
 
 def fit_layer(layer, x, lr: float, batch_size: int, epochs: int, prefix: str = "pretrain", callback=None,
-              on_epoch=None) -> list:
-    """Train one layer by minibatch SGD; returns the mean of each monitor per epoch."""
+              on_epoch=None, *, compile: bool = False, precision: str = "fp32", shuffle: bool = False,
+              generator=None, chunk=None, checkpoint_every: int = 0, on_checkpoint=None, state=None,
+              stop=None) -> list:
+    """Train one layer by minibatch SGD; returns the mean of each monitor per epoch.
+
+    ``x``: the rows (a tensor on the layer's device, or in host memory: then it
+    streams ``chunk`` rows at a time), or a DeviceSplit. ``shuffle``: a new
+    permutation of the rows every epoch (from ``generator``).
+    ``on_checkpoint(state)`` gets the loop's state (position, monitor sums,
+    history, random generators; not the parameters, which the caller owns)
+    every ``checkpoint_every`` iterations and when ``stop.requested``;
+    ``state`` continues from such a state.
+    """
     callback = callback or (lambda event, metrics, step: None)
-    opt = torch.optim.SGD(layer.parameters(), lr=lr, foreach=True)
-    n_batches = max(1, len(x) // batch_size)
+    split = _as_split(x, layer, batch_size, chunk)
+    device = _device(layer)
+    step = SGDStep(layer, lambda xb, yb: layer.pretrain_loss(xb), list(layer.parameters()), [], lr=lr,
+                   compile=compile, autocast=autocast_dtype(precision, device))
+    n_batches = max(1, len(split) // batch_size)
+    pos = {"it": -1, "epoch": 0, "batch": 0, "seconds": 0.0}
     history = []
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        sums = None
-        for i in range(n_batches):
-            loss, monitors = layer.pretrain_loss(x[i * batch_size:(i + 1) * batch_size])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if sums is None:
-                sums = {k: torch.zeros((), device=x.device) for k in monitors}
-            for k, v in monitors.items():
-                sums[k] += v.detach()
-        means = {k: v.item() / n_batches for k, v in sums.items()}
-        seconds = time.perf_counter() - start
-        history.append(means)
-        callback("pretrain", {**{f"{prefix}/{k}": v for k, v in means.items()},
-                              f"{prefix}/epoch_seconds": seconds}, epoch)
-        if on_epoch is not None:
-            on_epoch(epoch)
+    if state is not None:
+        pos.update(state["position"])
+        history = [dict(h) for h in state["history"]]
+        step.load_state_dict(to_torch(state["step"], device))
+        set_rng_state(state["rng"])
+    with cpu_settings(device), polling(stop):
+        while pos["epoch"] < epochs or pos["batch"] > 0:
+            if pos["batch"] == 0:
+                pos["epoch"] += 1
+                pos["seconds"] = 0.0
+            epoch = pos["epoch"]
+            start = time.perf_counter() - pos["seconds"]
+            perm, epoch_generator = None, None
+            if shuffle:
+                if generator is not None:
+                    if state is not None and state["rng"].get("generator") is not None:
+                        generator.set_state(to_torch(state["rng"]["generator"]))
+                    epoch_generator = generator.get_state()
+                perm = torch.randperm(len(split), generator=generator,
+                                      device=generator.device if generator is not None else split.x.device)
+            state = None
+            for i, (xb, _) in enumerate(split.batches(batch_size, perm, n_batches)):
+                if i < pos["batch"]:
+                    continue  # resumed in the middle of this epoch
+                pos["it"] += 1
+                pos["batch"] = i + 1
+                step(xb)
+                interrupted = stop is not None and stop.requested
+                if on_checkpoint is not None and ((checkpoint_every and (pos["it"] + 1) % checkpoint_every == 0)
+                                                  or interrupted):
+                    pos["seconds"] = time.perf_counter() - start
+                    on_checkpoint({"position": dict(pos), "history": list(history), "step": step.state_dict(),
+                                   "rng": {**rng_state(), "generator": epoch_generator}})
+                if interrupted:
+                    raise KeyboardInterrupt(f"stopped at {prefix} epoch {epoch}, state saved")
+            pos["batch"] = 0
+            means = {k: v / n_batches for k, v in step.read().items()}
+            if not all(math.isfinite(v) for v in means.values()):
+                raise Diverged(f"{prefix} diverged in epoch {epoch} (lr={lr:g}): "
+                               + ", ".join(f"{k} {v}" for k, v in means.items()))
+            seconds = time.perf_counter() - start
+            history.append(means)
+            callback("pretrain", {**{f"{prefix}/{k}": v for k, v in means.items()},
+                                  f"{prefix}/epoch_seconds": seconds}, epoch)
+            if on_epoch is not None:
+                on_epoch(epoch)
     return history
 
 
-def pretrain_stack(model, x, lr: float, batch_size: int, epochs: int, callback=None, on_epoch=None) -> list:
-    """Pretrain ``model.pretrain_layers()`` bottom-up; metrics ``pretrain/layer_<i>/<monitor>``."""
-    histories = []
+def pretrain_stack(model, x, lr: float, batch_size: int, epochs: int, callback=None, on_epoch=None, *,
+                   compile: bool = False, precision: str = "fp32", shuffle: bool = False, generator=None,
+                   chunk=None, checkpoint_every: int = 0, on_checkpoint=None, state=None, stop=None) -> list:
+    """Pretrain ``model.pretrain_layers()`` bottom-up; metrics ``pretrain/layer_<i>/<monitor>``.
+
+    ``on_checkpoint(state)`` gets the whole pretraining state (all parameters,
+    the layer, its loop state); ``state`` continues from one: the layers below
+    are done, and their codes are recomputed from their final parameters.
+    """
+    histories, first, loop_state = [], 0, None
+    if state is not None:
+        model.load_state_dict(to_torch(state["model"], _device(model)))
+        histories, first, loop_state = [list(h) for h in state["histories"]], state["layer"], state["loop"]
     layers = model.pretrain_layers()
-    h = x
+    h = x.x if hasattr(x, "batches") else x
     for i, layer in enumerate(layers):
-        prefix = f"pretrain/layer_{i}" if len(layers) > 1 else "pretrain"
-        histories.append(fit_layer(layer, h, lr, batch_size, epochs, prefix, callback,
-                                   (lambda epoch, i=i: on_epoch(i, epoch)) if on_epoch else None))
+        if i >= first:
+            def save(loop, i=i):
+                on_checkpoint({"phase": "pretrain", "layer": i, "histories": histories, "loop": loop,
+                               "model": model.state_dict()})
+
+            prefix = f"pretrain/layer_{i}" if len(layers) > 1 else "pretrain"
+            source = x if i == 0 and hasattr(x, "batches") else h
+            histories.append(fit_layer(layer, source, lr, batch_size, epochs, prefix, callback,
+                                       (lambda epoch, i=i: on_epoch(i, epoch)) if on_epoch else None,
+                                       compile=compile, precision=precision, shuffle=shuffle, generator=generator,
+                                       chunk=chunk, checkpoint_every=checkpoint_every,
+                                       on_checkpoint=save if on_checkpoint else None,
+                                       state=loop_state if i == first else None, stop=stop))
         if i + 1 < len(layers):
             h = encode(layer, h)
     return histories

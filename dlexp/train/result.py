@@ -10,3 +10,15 @@ class FitResult:
     epochs: int
     iterations: int
     train_seconds: float
+
+
+class Diverged(RuntimeError):
+    """The loss or the parameters became NaN/Inf (checked at validation, epoch and checkpoint time).
+
+    ``best_valid_error`` and ``test_error`` describe the best model seen before (NaN if none); the
+    trainer loads that model before raising.
+    """
+
+    def __init__(self, message: str, best_valid_error: float = float("nan"), test_error: float = float("nan")):
+        super().__init__(message)
+        self.best_valid_error, self.test_error = best_valid_error, test_error

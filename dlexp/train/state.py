@@ -9,6 +9,7 @@ the early-stopping rule, the loop counters and every random generator: torch
 (CPU and CUDA), numpy, Python's ``random`` and the loop's own shuffling
 generator.
 """
+import contextlib
 import random
 
 import numpy as np
@@ -58,3 +59,35 @@ def set_rng_state(state: dict, generator=None) -> None:
         torch.cuda.set_rng_state_all([torch.from_numpy(np.array(s)) for s in state["cuda"]])
     if generator is not None and "generator" in state:
         generator.set_state(torch.from_numpy(np.array(state["generator"])))
+
+
+class StopRequest:
+    """A signal handler (SIGINT, SIGTERM) that lets a training loop stop cleanly.
+
+    While a loop polls (``polling``), a signal only sets ``requested``: the loop
+    finishes its step, saves its state and raises KeyboardInterrupt. Anywhere
+    else, or at a second signal, it raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self):
+        self.requested = False
+        self.polled = False
+
+    def __call__(self, signum, frame):
+        if self.polled and not self.requested:
+            self.requested = True
+            return
+        raise KeyboardInterrupt(f"signal {signum}")
+
+
+@contextlib.contextmanager
+def polling(stop):
+    """Mark ``stop`` (a StopRequest, or None) as polled by the loop inside the block."""
+    if stop is None:
+        yield
+        return
+    stop.polled = True
+    try:
+        yield
+    finally:
+        stop.polled = False

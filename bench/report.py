@@ -1,0 +1,267 @@
+"""The table on the console and bench/RESULTS.md.
+
+Columns of the main table, per protocol (one row = one tutorial setting):
+
+* **dlexp s/epoch** -- dlexp's trainer (``fit_sgd``, or ``fit_layer`` for
+  pretraining) as the CLI runs it, tracking off, shuffled minibatches,
+  validation once an epoch (supervised), seconds for 50,000 training rows.
+* **plain s/epoch** -- the same model object and protocol in the loop a user
+  writes (bench/plain.py: ``DataLoader(TensorDataset(...), shuffle=True)``,
+  ``torch.optim.SGD``, ``zero_grad/backward/step``, ``loss.item()``).
+* **speed-up** -- plain / dlexp.
+* **examples/s** -- 50,000 / dlexp s/epoch (training rows per second,
+  validation included).
+* **GFLOP/s** -- the epoch's FLOPs (torch.utils.flop_counter over one step and
+  one validation pass) / dlexp s/epoch.
+* **dense bound s/epoch** -- the same matrix products and convolutions the
+  step dispatches (shapes and strides recorded from the step), replayed
+  alone, back to back, in the same run (bench/gemm.py).
+* **bound / dlexp** -- dense bound / dlexp s/epoch: 1.0 would be all the time
+  in matmul/conv kernels at the speed they reach alone.
+* **ceiling** -- plain / dense bound: the speed-up a loop with no overhead at
+  all (nothing but the step's matmuls and convolutions) would show here.
+"""
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+TARGETS = {
+    "logreg": [("speedup", 10.0, "speed-up >= 10x"), ("epochs_per_s", 40.0, ">= 40 epochs/s")],
+    "mlp": [("speedup", 6.0, "speed-up >= 6x"), ("bound_ratio", 0.5, "bound/dlexp >= 0.5")],
+    "lenet": [("speedup", 3.0, "speed-up >= 3x")],
+    "da": [("speedup", 3.0, "speed-up >= 3x")],
+    "rbm": [("speedup", 3.0, "speed-up >= 3x")],
+}
+
+
+def _git(*args):
+    try:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine(device: str) -> dict:
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = ""
+    try:
+        for line in open("/proc/meminfo"):
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 2**20:.0f} GiB"
+                break
+    except OSError:
+        pass
+    try:
+        ncpu = len(os.sched_getaffinity(0))
+    except AttributeError:
+        ncpu = os.cpu_count()
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    gpu = ""
+    if device.startswith("cuda") and torch.cuda.is_available():
+        gpu = torch.cuda.get_device_name(torch.device(device))
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": commit + (" + uncommitted changes" if dirty else ""),
+        "cpu": cpu, "cpus": ncpu, "memory": mem, "gpu": gpu, "device": device,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+    }
+
+
+def header(meta: dict) -> str:
+    dev = meta["device"] + (f" ({meta['gpu']})" if meta.get("gpu") else "")
+    return (f"dlexp bench  {meta['date']}  commit {meta['commit']}\n"
+            f"machine: {meta['cpu']}, {meta['cpus']} CPUs, {meta['memory']}; device {dev}; torch {meta['torch']}; "
+            f"idle at start {meta.get('idle_at_start', 1):.0%}\n"
+            f"{'protocol':<16}{'dlexp s/ep':>11}{'plain s/ep':>11}{'speed-up':>9}{'ex/s':>9}{'GFLOP/s':>9}"
+            f"{'bound s/ep':>11}{'bound/dlexp':>12}")
+
+
+def _f(v, fmt="{:.3f}", none="-"):
+    return none if v is None else fmt.format(v)
+
+
+def _sec(v):
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 10 else f"{v:.1f}"
+
+
+def row_line(r: dict) -> str:
+    line = (f"{r['title']:<16}{_sec(r.get('dlexp_s')):>11}{_sec(r.get('plain_s')):>11}"
+            f"{_f(r.get('speedup'), '{:.1f}x'):>9}{_f(r.get('examples_per_s'), '{:,.0f}'):>9}"
+            f"{_f(r.get('gflops'), '{:.1f}'):>9}{_sec(r.get('bound_s')):>11}{_f(r.get('bound_ratio'), '{:.2f}'):>12}")
+    noisy = [f"{k} {r[k + '_foreign']:.0%}" for k in ("dlexp", "plain") if (r.get(k + "_foreign") or 0) > 0.10]
+    if noisy:
+        line += "  (other load: " + ", ".join(noisy) + ")"
+    if r.get("errors"):
+        line += "  errors: " + "; ".join(f"{k}: {v}" for k, v in r["errors"].items())
+    return line
+
+
+def targets(rows) -> list:
+    out = []
+    for r in rows:
+        for key, threshold, label in TARGETS.get(r["key"], []):
+            v = r.get(key)
+            out.append((r["key"], r["title"], label, v, v is not None and v >= threshold))
+    return out
+
+
+def render(meta: dict, rows: list, extras) -> str:
+    lightning = any("lightning_s" in r for r in rows)
+    dev = meta["device"] + (f" ({meta['gpu']})" if meta.get("gpu") else "")
+    data = next((r["data"] for r in rows if r.get("data")), "?")
+    lines = [
+        "# dlexp speed benchmark",
+        "",
+        f"Regenerated by `{meta.get('command', 'python -m bench').strip()}` (about "
+        f"{meta.get('bench_seconds', 0) / 60:.0f} min).",
+        "",
+        f"* date: {meta['date']}",
+        f"* commit: {meta['commit']}",
+        f"* machine: {meta['cpu']}, {meta['cpus']} CPUs, {meta['memory']} RAM; device: {dev}",
+        f"* torch {meta['torch']}, Python {meta['python']}, {meta['threads']} intra-op threads by default",
+        f"* data: {data}",
+        f"* machine idle at start / end: {meta.get('idle_at_start', 1):.0%} / {meta.get('idle_at_end', 1):.0%} "
+        "(every epoch also records the CPU time other processes took during it; the fastest epoch with under "
+        "10 % of such load is kept, see bench/timing.py)",
+        "",
+        "## dlexp against the loop a user would write",
+        "",
+        "Seconds per epoch of 50,000 training rows (timed on a subset, scaled; the first epoch is a warm-up). "
+        "Both loops shuffle and, for supervised models, validate once an epoch.",
+        "",
+    ]
+    head = ["protocol", "dlexp s/epoch", "plain DataLoader s/epoch", "speed-up", "examples/s", "GFLOP/epoch",
+            "GFLOP/s", "dense-op bound s/epoch", "bound / dlexp", "ceiling (plain / bound)"]
+    if lightning:
+        head.append("Lightning s/epoch")
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["title"], _sec(r.get("dlexp_s")), _sec(r.get("plain_s")), _f(r.get("speedup"), "{:.1f}x"),
+                 _f(r.get("examples_per_s"), "{:,.0f}"), _f(r.get("gflop_per_epoch"), "{:.1f}"),
+                 _f(r.get("gflops"), "{:.1f}"), _sec(r.get("bound_s")), _f(r.get("bound_ratio"), "{:.2f}"),
+                 _f(r.get("max_speedup"), "{:.1f}x")]
+        if lightning:
+            cells.append(_sec(r.get("lightning_s")))
+        lines.append("| " + " | ".join(cells) + " |")
+    notes = [r for r in rows if r.get("note")]
+    noisy = [r for r in rows if max(r.get("dlexp_foreign") or 0, r.get("plain_foreign") or 0) > 0.10]
+    errs = [r for r in rows if r.get("errors")]
+    lines.append("")
+    for r in notes:
+        lines.append(f"* {r['title']}: {r['note']}.")
+    for r in noisy:
+        lines.append(f"* {r['title']}: no quiet epoch; other processes took {r.get('dlexp_foreign') or 0:.0%} "
+                     f"(dlexp) / {r.get('plain_foreign') or 0:.0%} (plain) of the CPU while it was timed.")
+    for r in errs:
+        lines.append(f"* {r['title']}: " + "; ".join(f"{k} failed: {v}" for k, v in r["errors"].items()))
+    if not lightning:
+        lines.append("* Lightning is not installed here; `pip install lightning` adds a Lightning Trainer column.")
+    lines += ["", "### Targets (issue 5, ratios from this run)", "",
+              "The ceiling is what the same target would read if dlexp took exactly the dense-op bound.", "",
+              "| protocol | target | value | met | ceiling |", "|---|---|---|---|---|"]
+    by_key = {r["key"]: r for r in rows}
+    for key, title, label, v, ok in targets(rows):
+        r = by_key[key]
+        ceiling = None
+        if label.startswith("speed-up"):
+            ceiling = r.get("max_speedup")
+        elif "epochs/s" in label and r.get("bound_s"):
+            ceiling = 1.0 / r["bound_s"]
+        elif label.startswith("bound/"):
+            ceiling = 1.0
+        lines.append(f"| {title} | {label} | {_f(v, '{:.2f}')} | {'yes' if ok else 'no'} | {_f(ceiling, '{:.2f}')} |")
+    if extras:
+        mf = extras.get("mlflow") or {}
+        on, off = mf.get("on") or {}, mf.get("off") or {}
+        if "train_seconds" in on and "train_seconds" in off:
+            ratio = on["train_seconds"] / off["train_seconds"]
+            lines.append(f"| MLflow | logging on / off <= 1.05 (training time) | {ratio:.3f} | "
+                         f"{'yes' if ratio <= 1.05 else 'no'} | |")
+        lines += _extras(extras, rows)
+    lines += ["", "## How it is measured", "",
+              "* Every measurement runs in a fresh Python process (`python -m bench --worker ...`), so the plain "
+              "loop runs with PyTorch's defaults, untouched by any setting dlexp makes.",
+              "* dlexp's time is the `epoch_seconds` its trainer reports (the trainer's own clock, validation "
+              "included); the plain loop is timed the same way around its epoch.",
+              "* The dense-op bound replays, alone and back to back, every matrix product and convolution one "
+              "training step (and one validation pass) dispatches, with the recorded shapes and strides "
+              "(bench/gemm.py); FLOPs come from `torch.utils.flop_counter` over the same step.",
+              "* Timed rows per epoch (scaled to 50,000): " + ", ".join(f"{r['title']} {r['rows']:,}" for r in rows)
+              + "."]
+    return "\n".join(lines) + "\n"
+
+
+def _extras(extras, rows) -> list:
+    by_key = {r["key"]: r for r in rows}
+    lines = []
+    if extras.get("compile"):
+        lines += ["", "## torch.compile (`trainer.compile=true`)", "",
+                  "| protocol | eager s/epoch | compiled s/epoch | compiled / eager | compile time s |",
+                  "|---|---|---|---|---|"]
+        for c in extras["compile"]:
+            eager = c.get("eager")
+            ratio = c["seconds"] / eager if (c.get("seconds") and eager) else None
+            lines.append(f"| {c['title']} | {_sec(eager)} | {_sec(c.get('seconds'))} | {_f(ratio, '{:.2f}')} | "
+                         f"{_f(c.get('compile_s'), '{:.1f}')} |" + (f" {c['error']}" if c.get("error") else ""))
+    if extras.get("chunk"):
+        lines += ["", "## Data larger than the device (`dataset.device_chunk`)", "",
+                  "A chunk of 50 minibatches stays resident and is refilled (with the epoch's permutation) from "
+                  "host memory; on a CPU the refill is a copy, on CUDA a pinned copy on a side stream that "
+                  "overlaps the previous chunk's compute.", "",
+                  "| protocol | chunk rows | fully resident s/epoch | chunked s/epoch | chunked / resident |",
+                  "|---|---|---|---|---|"]
+        for c in extras["chunk"]:
+            full = c.get("resident")
+            ratio = c["seconds"] / full if (c.get("seconds") and full) else None
+            lines.append(f"| {c['title']} | {c['chunk']:,} | {_sec(full)} | {_sec(c.get('seconds'))} | "
+                         f"{_f(ratio, '{:.2f}')} |" + (f" {c['error']}" if c.get("error") else ""))
+    if extras.get("ablation"):
+        lines += ["", "## What each trainer technique is worth (ablation)", "",
+                  "dlexp as shipped (on) against the same trainer with one technique turned off (off), "
+                  "alternating in the same rounds.", "",
+                  "| protocol | technique | on s/epoch | off s/epoch | off / on |", "|---|---|---|---|---|"]
+        for c in extras["ablation"]:
+            ratio = c["off"] / c["on"] if (c.get("on") and c.get("off")) else None
+            lines.append(f"| {c['title']} | {c['technique']} | {_sec(c.get('on'))} | {_sec(c.get('off'))} | "
+                         f"{_f(ratio, '{:.2f}')} |" + (f" {c['error']}" if c.get("error") else ""))
+    if extras.get("bf16"):
+        lines += ["", "## bf16 autocast (`trainer.precision=bf16`)", "", "| protocol | fp32 s/epoch | bf16 s/epoch |",
+                  "|---|---|---|"]
+        for c in extras["bf16"]:
+            full = c.get("fp32")
+            lines.append(f"| {c['title']} | {_sec(full)} | {_sec(c.get('seconds'))} |")
+    mf = extras.get("mlflow")
+    if mf:
+        on, off = mf.get("on") or {}, mf.get("off") or {}
+        lines += ["", "## MLflow tracking overhead", "",
+                  "The same CLI run (`run_experiment`: " + " ".join(mf.get("overrides", [])) + ") with "
+                  "`tracking.enabled=true` (a sqlite store) and `false`; training time is the trainer's own clock "
+                  "(every validation's metrics logged, batched writes), the whole run adds creating the run, "
+                  "params, tags, artifacts and the checkpoint.", "",
+                  "| tracking | training s | whole run s |", "|---|---|---|"]
+        for name, r in (("on", on), ("off", off)):
+            if "error" in r:
+                lines.append(f"| {name} | failed: {r['error']} | |")
+            else:
+                lines.append(f"| {name} | {_f(r.get('train_seconds'))} | {_f(r.get('wall'))} |")
+        if "train_seconds" in on and "train_seconds" in off:
+            lines.append(f"| on / off | {on['train_seconds'] / off['train_seconds']:.3f} | "
+                         f"{on['wall'] / off['wall']:.3f} |")
+    return lines
