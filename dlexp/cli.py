@@ -41,6 +41,9 @@ def main(cfg: DictConfig) -> float:
     except (ConfigError, DataError, DeviceError, CheckpointError, TrackingError) as e:
         print(f"dlexp: error: {e}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the run is marked KILLED
+        print(f"dlexp: stopped ({e or 'interrupted'})", file=sys.stderr)
+        sys.exit(130)
     except (Diverged, OSError) as e:  # the run is marked FAILED with the reason as a tag
         print(f"dlexp: error: {e}", file=sys.stderr)
         sys.exit(1)

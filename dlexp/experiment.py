@@ -293,6 +293,9 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
         except KeyboardInterrupt:
             progress.close()
             tracker.end("KILLED")
+            if run_id and state_file.exists():
+                log.warning("run %s KILLED; continue it with: dlexp %s trainer.resume=%s", run_id,
+                            " ".join(o for o in overrides if not o.startswith("trainer.resume=")), run_id)
             raise
         except Diverged as e:
             progress.close()
