@@ -86,15 +86,15 @@ def _ablate(switches):
     """Turn single trainer techniques off, to measure what each is worth (the ablation table)."""
     import contextlib
 
-    from dlexp.train import sgd
+    from dlexp.train import sgd, step
 
     for s in switches:
         if s == "channels_last":
             sgd.conv_layout = lambda model, device: contextlib.nullcontext()
         elif s == "allocator":
-            sgd.tune_allocator = lambda: False
+            step.tune_allocator = lambda: False
         elif s == "fused":
-            sgd._FUSED = False
+            step._FUSED = False
         else:
             raise ValueError(f"unknown ablation {s!r}")
 

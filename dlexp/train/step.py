@@ -91,12 +91,6 @@ class _Update:
             torch._foreach_add_(params, grads, alpha=-lr)
 
 
-def _compiled(fn):
-    """``torch.compile(fn)``. A module attribute that changes every call (an RBM's cycling pseudo-likelihood
-    bit) makes dynamo recompile until its limit, then run ``fn`` eagerly: correct, only not compiled."""
-    return torch.compile(fn)
-
-
 class SGDStep:
     """One SGD step on a minibatch, for any model: ``step(xb, yb)``.
 
@@ -122,7 +116,7 @@ class SGDStep:
         self.functional = None  # the compiled whole step, built after the first (eager) step
         self.want_functional = bool(compile and functional)
         if compile and not functional:
-            self.loss_fn = _compiled(loss_fn)
+            self.loss_fn = torch.compile(loss_fn)
         self.autocast = autocast
         self.names = None       # monitor names, known after the first step
         self.sums = None        # their running sums on the device
