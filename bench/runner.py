@@ -145,8 +145,6 @@ def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
     # ablation: one technique off at a time, against the default trainer in the same rounds
     extras["ablation"] = []
     for key, name, change in (("lenet", "conv weights channels_last", {"ablate": ["channels_last"]}),
-                              ("lenet", "allocator keeps freed blocks", {"ablate": ["allocator"]}),
-                              ("mlp", "fused update kernel", {"ablate": ["fused"]}),
                               ("mlp", "one thread a core (vs 1 thread)", {"threads": 1}),
                               ("logreg", "one thread a core (vs 1 thread)", {"threads": 1})):
         if key not in ps:

@@ -86,15 +86,11 @@ def _ablate(switches):
     """Turn single trainer techniques off, to measure what each is worth (the ablation table)."""
     import contextlib
 
-    from dlexp.train import sgd, step
+    from dlexp.train import sgd
 
     for s in switches:
         if s == "channels_last":
             sgd.conv_layout = lambda model, device: contextlib.nullcontext()
-        elif s == "allocator":
-            step.tune_allocator = lambda: False
-        elif s == "fused":
-            step._FUSED = False
         else:
             raise ValueError(f"unknown ablation {s!r}")
 

@@ -2,7 +2,7 @@
 
 ``dataset.device_chunk`` (a resident chunk refilled from host memory),
 ``trainer.compile`` (torch.compile of the step), ``trainer.precision=bf16``
-(autocast), the fused update against ``torch.optim.SGD``, and the CUDA-graph
+(autocast), the multi-tensor update against ``torch.optim.SGD``, and the CUDA-graph
 step where a GPU exists (skipped otherwise).
 """
 import copy
@@ -126,16 +126,13 @@ def test_bf16_precision_is_close(digits):
 
 
 @pytest.mark.parametrize("momentum,l1,l2", [(0.0, 0.0, 0.0), (0.9, 0.0, 1e-3), (0.5, 1e-3, 1e-3)])
-@pytest.mark.parametrize("fused", [True, False])
-def test_step_matches_torch_optim_sgd(momentum, l1, l2, fused):
+def test_step_matches_torch_optim_sgd(momentum, l1, l2):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 3))
     ref = copy.deepcopy(model)
     weights = [model[0].weight, model[2].weight]
     step = SGDStep(model, lambda x, y: F.cross_entropy(model(x), y), list(model.parameters()), weights, lr=0.1,
                    momentum=momentum, l1=l1, l2=l2)
-    if not fused:
-        step.update.fused, step.update.checked = False, True
     opt = torch.optim.SGD([{"params": [ref[0].weight, ref[2].weight], "weight_decay": 2 * l2},
                            {"params": [ref[0].bias, ref[2].bias]}], lr=0.1, momentum=momentum)
     losses = []

@@ -8,7 +8,7 @@ output ``encode()`` of the layers below it, computed once on the device.
 Monitors are summed on the device and read once an epoch.
 
 The step is :class:`dlexp.train.step.SGDStep` (gradients by
-``torch.autograd.grad``, one fused update kernel, optional ``torch.compile``
+``torch.autograd.grad``, multi-tensor update kernels, optional ``torch.compile``
 and bf16 autocast). Data held in host memory (a chunked split, see
 :mod:`dlexp.data.device`) streams through the device ``chunk`` rows at a time.
 """
@@ -19,7 +19,7 @@ import torch
 
 from .result import Diverged
 from .state import polling, rng_state, set_rng_state, to_torch
-from .step import SGDStep, autocast_dtype, cpu_settings
+from .step import SGDStep, autocast_dtype
 
 
 def _device(layer):
@@ -75,7 +75,7 @@ def fit_layer(layer, x, lr: float, batch_size: int, epochs: int, prefix: str = "
         history = [dict(h) for h in state["history"]]
         step.load_state_dict(to_torch(state["step"], device))
         set_rng_state(state["rng"])
-    with cpu_settings(device), polling(stop):
+    with polling(stop):
         while pos["epoch"] < epochs or pos["batch"] > 0:
             if pos["batch"] == 0:
                 pos["epoch"] += 1

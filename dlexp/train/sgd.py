@@ -27,7 +27,7 @@ from .regularization import penalty
 from .result import Diverged, FitResult
 from .schedules import build_schedule
 from .state import polling, rng_state, set_rng_state, to_torch
-from .step import SGDStep, autocast_dtype, conv_layout, cpu_settings
+from .step import SGDStep, autocast_dtype, conv_layout
 
 
 def _nll(model):
@@ -102,71 +102,70 @@ def fit_sgd(model, data, optimizer, regularization, early_stopping, max_epochs: 
 
         start = time.perf_counter() - pos["seconds"]
         done = False
-        with cpu_settings(device):
-            while (pos["epoch"] < max_epochs or pos["batch"] > 0) and not done:
-                if pos["batch"] == 0:
-                    pos["epoch"] += 1
-                epoch = pos["epoch"]
-                t_epoch = time.perf_counter()
-                epoch_generator = None
-                if shuffle:
-                    if generator is not None:
-                        if state is not None and state["rng"].get("generator") is not None:
-                            generator.set_state(to_torch(state["rng"]["generator"]))
-                        epoch_generator = generator.get_state()
-                    perm = torch.randperm(len(split), generator=generator,
-                                          device=generator.device if generator is not None else split.x.device)
-                else:
-                    perm = None
-                state = None
-                model.train()
-                i = -1
-                for i, (xb, yb) in enumerate(split.batches(b, perm, n_batches)):
-                    if i < pos["batch"]:
-                        continue  # resumed in the middle of this epoch
-                    pos["it"] += 1
-                    pos["batch"] = i + 1
-                    it = pos["it"]
-                    step(xb, yb)
-                    pos["since_validation"] += 1
-                    if stopper.due(it):
-                        model.eval()
-                        train_nll = step.read_loss() / pos["since_validation"]
-                        if not math.isfinite(train_nll) or not all_finite(list(model.parameters())):
-                            model.load_state_dict(best_state)
-                            what = (f"train NLL {train_nll}" if not math.isfinite(train_nll)
-                                    else "parameters are NaN/Inf")
-                            raise Diverged(f"training diverged at iteration {it + 1} (epoch {epoch}, "
-                                           f"lr={schedule.lr:g}): {what}", stopper.best, pos["test_error"])
-                        valid_error = zero_one(model, data.valid.x, data.valid.y, eval_batch_size, amp).item()
-                        improved = stopper.update(it, valid_error)
-                        if improved:
-                            pos["test_error"] = zero_one(model, data.test.x, data.test.y, eval_batch_size, amp).item()
-                            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                        metrics = {"train_nll": train_nll, "valid_error": valid_error, "best_valid_error": stopper.best,
-                                   "test_error": pos["test_error"], "lr": schedule.lr, "epoch": epoch}
-                        if l1 or l2:
-                            metrics["penalty"] = penalty(weights, l1, l2).item()
-                        callback("validation", metrics, it + 1)
-                        step.set_lr(schedule.on_validation(improved))
-                        pos["since_validation"] = 0
-                        model.train()
-                    if stopper.stop(it):
-                        done = True
-                        break
-                    interrupted = stop is not None and stop.requested
-                    if on_checkpoint is not None and ((checkpoint_every and (it + 1) % checkpoint_every == 0)
-                                                      or interrupted):
-                        pos["seconds"] = time.perf_counter() - start
-                        on_checkpoint(snapshot(epoch_generator))
-                    if interrupted:
-                        raise KeyboardInterrupt(f"stopped at iteration {it + 1}, state saved")
-                pos["batch"] = 0
-                step.set_lr(schedule.on_epoch_end(epoch))
-                if device.type == "cuda":
-                    torch.cuda.synchronize(device)
-                seconds = time.perf_counter() - t_epoch
-                callback("epoch", {"epoch_seconds": seconds, "examples_per_s": (i + 1) * b / seconds}, epoch)
+        while (pos["epoch"] < max_epochs or pos["batch"] > 0) and not done:
+            if pos["batch"] == 0:
+                pos["epoch"] += 1
+            epoch = pos["epoch"]
+            t_epoch = time.perf_counter()
+            epoch_generator = None
+            if shuffle:
+                if generator is not None:
+                    if state is not None and state["rng"].get("generator") is not None:
+                        generator.set_state(to_torch(state["rng"]["generator"]))
+                    epoch_generator = generator.get_state()
+                perm = torch.randperm(len(split), generator=generator,
+                                      device=generator.device if generator is not None else split.x.device)
+            else:
+                perm = None
+            state = None
+            model.train()
+            i = -1
+            for i, (xb, yb) in enumerate(split.batches(b, perm, n_batches)):
+                if i < pos["batch"]:
+                    continue  # resumed in the middle of this epoch
+                pos["it"] += 1
+                pos["batch"] = i + 1
+                it = pos["it"]
+                step(xb, yb)
+                pos["since_validation"] += 1
+                if stopper.due(it):
+                    model.eval()
+                    train_nll = step.read_loss() / pos["since_validation"]
+                    if not math.isfinite(train_nll) or not all_finite(list(model.parameters())):
+                        model.load_state_dict(best_state)
+                        what = (f"train NLL {train_nll}" if not math.isfinite(train_nll)
+                                else "parameters are NaN/Inf")
+                        raise Diverged(f"training diverged at iteration {it + 1} (epoch {epoch}, "
+                                       f"lr={schedule.lr:g}): {what}", stopper.best, pos["test_error"])
+                    valid_error = zero_one(model, data.valid.x, data.valid.y, eval_batch_size, amp).item()
+                    improved = stopper.update(it, valid_error)
+                    if improved:
+                        pos["test_error"] = zero_one(model, data.test.x, data.test.y, eval_batch_size, amp).item()
+                        best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    metrics = {"train_nll": train_nll, "valid_error": valid_error, "best_valid_error": stopper.best,
+                               "test_error": pos["test_error"], "lr": schedule.lr, "epoch": epoch}
+                    if l1 or l2:
+                        metrics["penalty"] = penalty(weights, l1, l2).item()
+                    callback("validation", metrics, it + 1)
+                    step.set_lr(schedule.on_validation(improved))
+                    pos["since_validation"] = 0
+                    model.train()
+                if stopper.stop(it):
+                    done = True
+                    break
+                interrupted = stop is not None and stop.requested
+                if on_checkpoint is not None and ((checkpoint_every and (it + 1) % checkpoint_every == 0)
+                                                  or interrupted):
+                    pos["seconds"] = time.perf_counter() - start
+                    on_checkpoint(snapshot(epoch_generator))
+                if interrupted:
+                    raise KeyboardInterrupt(f"stopped at iteration {it + 1}, state saved")
+            pos["batch"] = 0
+            step.set_lr(schedule.on_epoch_end(epoch))
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t_epoch
+            callback("epoch", {"epoch_seconds": seconds, "examples_per_s": (i + 1) * b / seconds}, epoch)
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(best_valid_error=stopper.best, test_error=pos["test_error"], best_iter=stopper.best_iter + 1,

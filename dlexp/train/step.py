@@ -6,16 +6,14 @@ applies the tutorials' update
 
     d = g + l1 sign(W) + 2 l2 W   (weights only),   b <- m b + d,   p <- p - lr b
 
-as one fused multi-tensor kernel per parameter group (no optimizer object, no
+with multi-tensor kernels, one call per operation (no optimizer object, no
 ``.grad`` fields to zero or re-allocate). It sums the loss (or a model's
 monitors) on the device, read once per validation. Options, each measured in
 bench/RESULTS.md: ``torch.compile`` of the whole step, a CUDA graph of the
 step for small batches on CUDA, bf16 autocast; on a CPU, channels-last
-convolution weights and a malloc setting that stops per-step page faults.
+convolution weights (LeNet 1.7x).
 """
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 
 import torch
@@ -31,16 +29,14 @@ def autocast_dtype(precision: str, device: torch.device):
     raise ValueError(f"precision={precision!r} is not allowed: fp32 or bf16")
 
 
-_FUSED = hasattr(torch, "_fused_sgd_")
-
-
 class _Update:
     """p <- p - lr * d,  d = g + l1 sign(W) + 2 l2 W  (weights only),  with momentum: b <- m b + d, d = b.
 
     The same rule as ``torch.optim.SGD(momentum=m, weight_decay=2 l2)`` on the
-    weights (the L2 gradient), applied by ``torch._fused_sgd_`` (one pass over
-    each tensor) where available, else by ``torch._foreach_*`` kernels. ``lr``
-    may be a float or a 0-d tensor (a CUDA graph or compiled step reads it).
+    weights (the L2 gradient), applied by ``torch._foreach_*`` kernels: one call
+    per operation for all tensors. ``lr`` may be a float or a 0-d tensor (a CUDA
+    graph or compiled step reads it). (``torch._fused_sgd_`` measured the same
+    on the mlp protocol, so the simpler kernels stay.)
     """
 
     def __init__(self, params, n_weights, momentum, l1, l2):
@@ -48,37 +44,13 @@ class _Update:
         self.nw = n_weights
         self.momentum, self.l1, self.l2 = float(momentum), float(l1), float(l2)
         self.bufs = [torch.zeros_like(p) for p in params] if momentum else []
-        self.fused = _FUSED and all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64)
-                                    for p in params)
-        self.checked = False
-
-    def _check(self, grads):
-        # the fused kernel walks params and grads with the same strides
-        self.checked = True
-
-        def dense(p):
-            return p.is_contiguous() or (p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last))
-
-        if self.fused and not all(dense(p) and g.stride() == p.stride() for g, p in zip(grads, self.params)):
-            self.fused = False
-        if self.fused and not all(b.stride() == p.stride() for b, p in zip(self.bufs, self.params)):
-            self.fused = False
 
     @torch.no_grad()
     def __call__(self, grads, lr):
-        if not self.checked:
-            self._check(grads)
         nw, params, bufs = self.nw, self.params, self.bufs
-        if self.l1 and nw:
-            torch._foreach_add_(list(grads[:nw]), torch._foreach_sign(params[:nw]), alpha=self.l1)
-        if self.fused:
-            for lo, hi, decay in ((0, nw, 2.0 * self.l2), (nw, len(params), 0.0)):
-                if hi > lo:
-                    torch._fused_sgd_(params[lo:hi], list(grads[lo:hi]), bufs[lo:hi], weight_decay=decay,
-                                      momentum=self.momentum, lr=lr, dampening=0.0, nesterov=False, maximize=False,
-                                      is_first_step=False)
-            return
         grads = list(grads)
+        if self.l1 and nw:
+            torch._foreach_add_(grads[:nw], torch._foreach_sign(params[:nw]), alpha=self.l1)
         if self.l2 and nw:
             torch._foreach_add_(grads[:nw], params[:nw], alpha=2.0 * self.l2)
         if self.momentum:
@@ -291,42 +263,6 @@ class SGDStep:
         self.graph = graph
         graph.replay()  # capture records the step without running it
         return True
-
-
-_ALLOCATOR = {"tuned": False}
-
-
-def tune_allocator() -> bool:
-    """glibc malloc: keep freed blocks up to 32 MB in the heap instead of mapping and unmapping them.
-
-    By default glibc serves large blocks (a LeNet step's 23 MB activations) with
-    fresh ``mmap`` pages and returns them on free, so every step page-faults on
-    all of them again (thousands of faults a step); trimming the heap top has
-    the same effect for smaller blocks. Raising both thresholds keeps the memory
-    for reuse. Process-wide, applied once; a no-op off glibc.
-    """
-    if _ALLOCATOR["tuned"]:
-        return True
-    _ALLOCATOR["tuned"] = True
-    try:
-        import platform
-
-        if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-            return False
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        return bool(libc.mallopt(m_mmap_threshold, 32 << 20)) and bool(libc.mallopt(m_trim_threshold, 1 << 30))
-    except (OSError, AttributeError, TypeError):
-        return False
-
-
-@contextlib.contextmanager
-def cpu_settings(device):
-    """Settings for a fast loop on a CPU: the allocator (above). Threads stay at PyTorch's default, one per
-    core (``trainer.threads`` overrides): one thread was slower for every protocol in bench/RESULTS.md."""
-    if device.type == "cpu":
-        tune_allocator()
-    yield
 
 
 @contextlib.contextmanager
