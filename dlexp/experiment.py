@@ -247,8 +247,9 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
     run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
     if run_id:
         log.info("MLflow run %s in %s", run_id, tracker.uri)
-    state_file = resume.state_path(tracker, run_id, out)
-    upload = run_id is not None and tracker.local_artifact_dir(run_id) is None
+    local_artifacts = tracker.local_artifact_dir(run_id) if run_id else None
+    state_file = resume.state_path(local_artifacts, out)
+    upload = run_id is not None and local_artifacts is None  # a remote artifact store gets a copy
 
     def on_checkpoint(training_state):
         tracker.flush()  # the metrics up to this state are in the store before the state is

@@ -34,10 +34,9 @@ def config_key(params: dict) -> str:
     return hashlib.sha256(json.dumps(comparable(params), sort_keys=True).encode()).hexdigest()[:16]
 
 
-def state_path(tracker, run_id: str, out: Path) -> Path:
-    """Where this run keeps its state: in its artifact directory when that is local, else in ``out``."""
-    local = tracker.local_artifact_dir(run_id) if run_id else None
-    return (local if local is not None else out) / "state" / STATE
+def state_path(local_artifacts, out: Path) -> Path:
+    """Where a run keeps its state: in its artifact directory when that is local (a path), else in ``out``."""
+    return (local_artifacts if local_artifacts is not None else out) / "state" / STATE
 
 
 def _load(path, source: str, params: dict) -> dict:
@@ -61,7 +60,6 @@ def find(source, tracker, params: dict, out: Path):
         if run is None:
             log.info("trainer.resume=auto: no unfinished run with this config; starting a new run")
             return None, None
-        source_run = run.info.run_id
     elif source.endswith(".pkl"):
         path = Path(source).expanduser()
         if not path.is_file():
@@ -77,11 +75,10 @@ def find(source, tracker, params: dict, out: Path):
         if run is None:
             raise ConfigError(f"trainer.resume={source!r}: no such run in the tracking store "
                               f"{getattr(tracker, 'uri', None)}")
-        source_run = source
-    run = tracker.find_run(source_run)
+    source_run = run.info.run_id
     if run.info.status == "FINISHED":
         raise ConfigError(f"trainer.resume={source!r}: run {source_run} is FINISHED; nothing to resume")
-    path = state_path(tracker, source_run, out)
+    path = state_path(tracker.local_artifact_dir(source_run), out)
     if not path.is_file():
         try:
             path = tracker.download_artifact(source_run, f"state/{STATE}", tempfile.mkdtemp(prefix="dlexp-state-"))

@@ -31,7 +31,7 @@ def _context(device, autocast):
 def _batches(model, x, batch_size):
     device = _device(model, x)
     for i in range(0, len(x), batch_size):
-        yield i, x[i:i + batch_size].to(device, non_blocking=True), device
+        yield i, x[i:i + batch_size].to(device, non_blocking=True)
 
 
 @torch.inference_mode()
@@ -39,7 +39,7 @@ def zero_one(model, x, y, batch_size: int = 10000, autocast=None) -> torch.Tenso
     device = _device(model, x)
     wrong = torch.zeros((), dtype=torch.long, device=device)
     with _context(device, autocast):
-        for i, xb, _ in _batches(model, x, batch_size):
+        for i, xb in _batches(model, x, batch_size):
             wrong += (model(xb).argmax(1) != y[i:i + batch_size].to(device, non_blocking=True)).sum()
     return wrong.double() / max(1, len(x))
 
@@ -49,7 +49,7 @@ def nll(model, x, y, batch_size: int = 10000, autocast=None) -> torch.Tensor:
     device = _device(model, x)
     total = torch.zeros((), dtype=torch.float64, device=device)
     with _context(device, autocast):
-        for i, xb, _ in _batches(model, x, batch_size):
+        for i, xb in _batches(model, x, batch_size):
             total += F.cross_entropy(model(xb).float(), y[i:i + batch_size].to(device, non_blocking=True),
                                      reduction="sum")
     return total / max(1, len(x))
@@ -57,4 +57,4 @@ def nll(model, x, y, batch_size: int = 10000, autocast=None) -> torch.Tensor:
 
 @torch.inference_mode()
 def predict(model, x, batch_size: int = 10000) -> torch.Tensor:
-    return torch.cat([model(xb).argmax(1) for _, xb, _ in _batches(model, x, batch_size)])
+    return torch.cat([model(xb).argmax(1) for _, xb in _batches(model, x, batch_size)])

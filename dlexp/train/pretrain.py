@@ -18,7 +18,7 @@ import time
 import torch
 
 from .result import Diverged
-from .state import polling, rng_state, set_rng_state, to_torch
+from .state import epoch_permutation, polling, rng_state, set_rng_state, to_torch
 from .step import SGDStep, autocast_dtype
 
 
@@ -82,14 +82,8 @@ def fit_layer(layer, x, lr: float, batch_size: int, epochs: int, prefix: str = "
                 pos["seconds"] = 0.0
             epoch = pos["epoch"]
             start = time.perf_counter() - pos["seconds"]
-            perm, epoch_generator = None, None
-            if shuffle:
-                if generator is not None:
-                    if state is not None and state["rng"].get("generator") is not None:
-                        generator.set_state(to_torch(state["rng"]["generator"]))
-                    epoch_generator = generator.get_state()
-                perm = torch.randperm(len(split), generator=generator,
-                                      device=generator.device if generator is not None else split.x.device)
+            perm, epoch_generator = epoch_permutation(len(split), shuffle, generator,
+                                                      state and state["rng"].get("generator"), split.x.device)
             state = None
             for i, (xb, _) in enumerate(split.batches(batch_size, perm, n_batches)):
                 if i < pos["batch"]:

@@ -26,7 +26,7 @@ from .metrics import zero_one
 from .regularization import penalty
 from .result import Diverged, FitResult
 from .schedules import build_schedule
-from .state import polling, rng_state, set_rng_state, to_torch
+from .state import epoch_permutation, polling, rng_state, set_rng_state, to_torch
 from .step import SGDStep, autocast_dtype, conv_layout
 
 
@@ -107,16 +107,8 @@ def fit_sgd(model, data, optimizer, regularization, early_stopping, max_epochs: 
                 pos["epoch"] += 1
             epoch = pos["epoch"]
             t_epoch = time.perf_counter()
-            epoch_generator = None
-            if shuffle:
-                if generator is not None:
-                    if state is not None and state["rng"].get("generator") is not None:
-                        generator.set_state(to_torch(state["rng"]["generator"]))
-                    epoch_generator = generator.get_state()
-                perm = torch.randperm(len(split), generator=generator,
-                                      device=generator.device if generator is not None else split.x.device)
-            else:
-                perm = None
+            perm, epoch_generator = epoch_permutation(len(split), shuffle, generator,
+                                                      state and state["rng"].get("generator"), split.x.device)
             state = None
             model.train()
             i = -1

@@ -61,6 +61,23 @@ def set_rng_state(state: dict, generator=None) -> None:
         generator.set_state(torch.from_numpy(np.array(state["generator"])))
 
 
+def epoch_permutation(n: int, shuffle: bool, generator, resumed, device):
+    """The epoch's row order (None without ``shuffle``) and the generator state it was drawn from.
+
+    A mid-epoch checkpoint saves that state, and ``resumed`` (the saved state, or
+    None) restores it, so a resumed epoch draws the same permutation.
+    """
+    if not shuffle:
+        return None, None
+    drawn_from = None
+    if generator is not None:
+        if resumed is not None:
+            generator.set_state(to_torch(resumed))
+        drawn_from = generator.get_state()
+    perm = torch.randperm(n, generator=generator, device=generator.device if generator is not None else device)
+    return perm, drawn_from
+
+
 class StopRequest:
     """A signal handler (SIGINT, SIGTERM) that lets a training loop stop cleanly.
 
