@@ -96,3 +96,5 @@ def save(path: Path, state: dict, run_id, params: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(path, {"format": FORMAT, "run_id": run_id, "params": comparable(params), **to_numpy(state)})
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write (SIGKILL)
+        stale.unlink(missing_ok=True)
