@@ -13,8 +13,13 @@ from typing import Optional
 import numpy as np
 import torch
 
-from dlexp.config import (DAConfig, DatasetConfig, EarlyStoppingConfig, LeNetConfig, LogRegConfig, MLPConfig,
-                          OptimizerConfig, RBMConfig, RegularizationConfig, SdAConfig)
+from dlexp.config import DatasetConfig, EarlyStoppingConfig, OptimizerConfig, RegularizationConfig
+from dlexp.models.da import DAConfig
+from dlexp.models.lenet import LeNetConfig
+from dlexp.models.logreg import LogRegConfig
+from dlexp.models.mlp import MLPConfig
+from dlexp.models.rbm import RBMConfig
+from dlexp.models.sda import SdAConfig
 
 FULL_TRAIN = 50_000
 FULL_VALID = 10_000

@@ -47,6 +47,7 @@ def _sync(device):
 def run_dlexp(p, data, device, task):
     """dlexp's trainer (fit_sgd, or fit_layer for pretraining), tracking off; epoch_seconds as it reports them."""
     from dlexp.data.device import to_device
+    from dlexp.train.loop import LoopOptions
     from dlexp.train.pretrain import fit_layer
     from dlexp.train.sgd import fit_sgd
 
@@ -71,13 +72,12 @@ def run_dlexp(p, data, device, task):
     kw = {k: task[k] for k in ("compile", "precision") if k in task}
     start = time.perf_counter()
     if p.supervised:
-        gen = torch.Generator(device=dd.train.x.device).manual_seed(1)
-        fit_sgd(model, dd, p.optimizer(), p.regularization(), p.early_stopping(), p.epochs, shuffle=True,
-                eval_batch_size=10000, callback=callback, generator=gen, **kw)
+        fit_sgd(model, dd, p.optimizer(), p.regularization(), p.early_stopping(), p.epochs,
+                LoopOptions(shuffle=True, seed=1, **kw), callback)
     else:
         layer = pretrain_layer(p, model)
         fit_layer(layer, dd.train if chunk else dd.train.x, p.lr, p.batch_size, p.epochs, "pretrain", callback,
-                  **kw)
+                  options=LoopOptions(**kw))
     extra["wall"] = time.perf_counter() - start
     return {"epochs": epochs, **extra}
 

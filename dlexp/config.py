@@ -1,6 +1,8 @@
 """Structured configs: the schema of every config group, with value checks.
 
-The YAML files under ``conf/`` hold defaults only; the dataclasses here give
+A model's schema lives beside the model (``dlexp/models/<name>.py``, listed in
+``dlexp.models.CONFIGS``); the other groups' are here. The YAML files under
+``conf/`` select a schema and state deviations from its defaults; the dataclasses give
 them types (Hydra rejects ``optimizer.lr=abc`` while composing) and ranges
 (``__post_init__`` rejects ``optimizer.lr=-1`` when :func:`validate` turns the
 composed config into objects), so a bad value fails with one line naming the
@@ -9,192 +11,13 @@ key, the value and what is allowed, before any data is read or any run made.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, List, Optional
+from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-
-class ConfigError(ValueError):
-    """A config value outside what dlexp allows; the message is one line."""
-
-
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
-    if not ok:
-        raise ConfigError(f"{key}={value!r} is not allowed: {allowed}")
-
-
-def _positive(key: str, value: float) -> None:
-    _check(value > 0, key, value, "must be > 0")
-
-
-def _non_negative(key: str, value: float) -> None:
-    _check(value >= 0, key, value, "must be >= 0")
-
-
-def _one_of(key: str, value: str, choices: tuple) -> None:
-    _check(value in choices, key, value, "one of " + ", ".join(choices))
-
-
-# --------------------------------------------------------------------- models
-@dataclass
-class LogRegConfig:
-    """Multiclass logistic regression, p(y|x) = softmax(W x + b), zero init."""
-
-    name: str = "logreg"
-
-
-@dataclass
-class MLPConfig:
-    """Hidden layers h = s(W x + b), then a logistic regression layer."""
-
-    name: str = "mlp"
-    hidden_sizes: List[int] = field(default_factory=lambda: [500])
-    activation: str = "tanh"
-
-    def __post_init__(self) -> None:
-        _check(len(self.hidden_sizes) > 0, "model.hidden_sizes", self.hidden_sizes, "at least one layer")
-        for n in self.hidden_sizes:
-            _check(n >= 1, "model.hidden_sizes", self.hidden_sizes, "every size >= 1")
-        _one_of("model.activation", self.activation, ("tanh", "sigmoid", "relu"))
-
-
-@dataclass
-class LeNetConfig:
-    """Conv + max-pool + tanh layers, a tanh hidden layer, a logistic layer."""
-
-    name: str = "lenet"
-    nkerns: List[int] = field(default_factory=lambda: [20, 50])
-    filter_size: int = 5
-    pool_size: int = 2
-    hidden_size: int = 500
-
-    def __post_init__(self) -> None:
-        _check(len(self.nkerns) > 0, "model.nkerns", self.nkerns, "at least one conv layer")
-        for n in self.nkerns:
-            _check(n >= 1, "model.nkerns", self.nkerns, "every count >= 1")
-        _check(self.filter_size >= 1, "model.filter_size", self.filter_size, "must be >= 1")
-        _check(self.pool_size >= 1, "model.pool_size", self.pool_size, "must be >= 1")
-        _check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "must be >= 1")
-
-
-@dataclass
-class PretrainConfig:
-    """Layer-wise unsupervised training: SGD at ``pretrain_lr`` for ``pretrain_epochs``.
-
-    ``image_every`` also logs the filter images every that many epochs (null: at the end only).
-    """
-
-    pretrain_lr: float = 0.1
-    pretrain_epochs: int = 15
-    pretrain_batch_size: int = 20
-    image_every: Optional[int] = None
-
-    def __post_init__(self) -> None:
-        _positive("model.pretrain_lr", self.pretrain_lr)
-        _check(self.pretrain_epochs >= 0, "model.pretrain_epochs", self.pretrain_epochs, "must be >= 0")
-        _check(self.pretrain_batch_size >= 1, "model.pretrain_batch_size", self.pretrain_batch_size, "must be >= 1")
-        _check(self.image_every is None or self.image_every >= 1, "model.image_every", self.image_every,
-               "null or >= 1")
-
-
-def _corruption(key: str, value: float) -> None:
-    _check(0 <= value < 1, key, value, "must be in [0, 1)")
-
-
-@dataclass
-class DAConfig(PretrainConfig):
-    """Denoising autoencoder with tied weights (dA.py)."""
-
-    name: str = "da"
-    n_hidden: int = 500
-    corruption_level: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
-        _corruption("model.corruption_level", self.corruption_level)
-
-
-@dataclass
-class CAConfig(PretrainConfig):
-    """Contractive autoencoder (cA.py): reconstruction + contraction_level * ||J||_F^2."""
-
-    name: str = "ca"
-    n_hidden: int = 500
-    contraction_level: float = 0.1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
-        _non_negative("model.contraction_level", self.contraction_level)
-
-
-@dataclass
-class RBMConfig(PretrainConfig):
-    """Binary RBM trained with CD-k or PCD-k (rbm.py); samples from ``n_chains`` Gibbs chains."""
-
-    name: str = "rbm"
-    n_hidden: int = 500
-    k: int = 15
-    persistent: bool = True
-    n_chains: int = 20
-    n_samples: int = 10
-    plot_every: int = 1000
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
-        _check(self.k >= 1, "model.k", self.k, "must be >= 1")
-        _check(self.n_chains >= 1, "model.n_chains", self.n_chains, "must be >= 1")
-        _check(self.n_samples >= 1, "model.n_samples", self.n_samples, "must be >= 1")
-        _check(self.plot_every >= 1, "model.plot_every", self.plot_every, "must be >= 1")
-
-
-@dataclass
-class StackConfig(PretrainConfig):
-    """A deep stack pretrained layer by layer, then fine-tuned with the optimizer group."""
-
-    hidden_layers_sizes: List[int] = field(default_factory=lambda: [1000, 1000, 1000])
-    pretrained_from: Optional[str] = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(len(self.hidden_layers_sizes) > 0, "model.hidden_layers_sizes", self.hidden_layers_sizes,
-               "at least one layer")
-        for n in self.hidden_layers_sizes:
-            _check(n >= 1, "model.hidden_layers_sizes", self.hidden_layers_sizes, "every size >= 1")
-
-
-@dataclass
-class SdAConfig(StackConfig):
-    """Stacked denoising autoencoders (SdA.py), one corruption level per layer."""
-
-    name: str = "sda"
-    corruption_levels: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(len(self.corruption_levels) == len(self.hidden_layers_sizes), "model.corruption_levels",
-               self.corruption_levels, f"one level per hidden layer ({len(self.hidden_layers_sizes)})")
-        for c in self.corruption_levels:
-            _corruption("model.corruption_levels", c)
-
-
-@dataclass
-class DBNConfig(StackConfig):
-    """Deep belief network (DBN.py): RBMs pretrained with CD-k, then fine-tuned as an MLP."""
-
-    name: str = "dbn"
-    k: int = 1
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        _check(self.k >= 1, "model.k", self.k, "must be >= 1")
-
-
-MODELS = {"logreg": LogRegConfig, "mlp": MLPConfig, "lenet": LeNetConfig, "da": DAConfig, "ca": CAConfig,
-          "rbm": RBMConfig, "sda": SdAConfig, "dbn": DBNConfig}
+from .checks import ConfigError, check, non_negative, one_of, positive
+from .models import CONFIGS, ModelConfig, config_class
 
 
 # ------------------------------------------------------------------- datasets
@@ -217,12 +40,12 @@ class DatasetConfig:
     device_chunk: Optional[int] = None  # examples kept on the device at once (null: the whole split)
 
     def __post_init__(self) -> None:
-        _one_of("dataset.name", self.name, ("mnist", "fashion_mnist", "digits"))
-        _check(self.device_chunk is None or self.device_chunk >= 1, "dataset.device_chunk", self.device_chunk,
+        one_of("dataset.name", self.name, ("mnist", "fashion_mnist", "digits"))
+        check(self.device_chunk is None or self.device_chunk >= 1, "dataset.device_chunk", self.device_chunk,
                "null or >= 1")
         for key in ("max_train", "max_valid", "max_test"):
             value = getattr(self, key)
-            _check(value is None or value >= 1, f"dataset.{key}", value, "null or >= 1")
+            check(value is None or value >= 1, f"dataset.{key}", value, "null or >= 1")
 
 
 # ------------------------------------------------------------------ optimizer
@@ -245,14 +68,14 @@ class OptimizerConfig:
     min_lr_factor: float = 1.0 / 1024
 
     def __post_init__(self) -> None:
-        _one_of("optimizer.name", self.name, ("sgd", "cg"))
-        _positive("optimizer.lr", self.lr)
-        _check(self.batch_size >= 1, "optimizer.batch_size", self.batch_size, "must be >= 1")
-        _check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
-        _one_of("optimizer.schedule", self.schedule, ("constant", "inverse", "plateau"))
-        _non_negative("optimizer.decay", self.decay)
-        _check(self.plateau_patience >= 1, "optimizer.plateau_patience", self.plateau_patience, "must be >= 1")
-        _check(0 < self.min_lr_factor <= 1, "optimizer.min_lr_factor", self.min_lr_factor, "must be in (0, 1]")
+        one_of("optimizer.name", self.name, ("sgd", "cg"))
+        positive("optimizer.lr", self.lr)
+        check(self.batch_size >= 1, "optimizer.batch_size", self.batch_size, "must be >= 1")
+        check(0 <= self.momentum < 1, "optimizer.momentum", self.momentum, "must be in [0, 1)")
+        one_of("optimizer.schedule", self.schedule, ("constant", "inverse", "plateau"))
+        non_negative("optimizer.decay", self.decay)
+        check(self.plateau_patience >= 1, "optimizer.plateau_patience", self.plateau_patience, "must be >= 1")
+        check(0 < self.min_lr_factor <= 1, "optimizer.min_lr_factor", self.min_lr_factor, "must be in (0, 1]")
 
 
 @dataclass
@@ -263,8 +86,8 @@ class RegularizationConfig:
     l2: float = 0.0
 
     def __post_init__(self) -> None:
-        _non_negative("regularization.l1", self.l1)
-        _non_negative("regularization.l2", self.l2)
+        non_negative("regularization.l1", self.l1)
+        non_negative("regularization.l2", self.l2)
 
 
 @dataclass
@@ -286,14 +109,14 @@ class EarlyStoppingConfig:
     epochs: int = 10
 
     def __post_init__(self) -> None:
-        _one_of("early_stopping.name", self.name, ("patience", "none", "no_improvement"))
-        _check(self.patience >= 1, "early_stopping.patience", self.patience, "must be >= 1")
-        _check(self.patience_increase >= 1, "early_stopping.patience_increase", self.patience_increase, "must be >= 1")
-        _check(0 < self.improvement_threshold <= 1, "early_stopping.improvement_threshold",
+        one_of("early_stopping.name", self.name, ("patience", "none", "no_improvement"))
+        check(self.patience >= 1, "early_stopping.patience", self.patience, "must be >= 1")
+        check(self.patience_increase >= 1, "early_stopping.patience_increase", self.patience_increase, "must be >= 1")
+        check(0 < self.improvement_threshold <= 1, "early_stopping.improvement_threshold",
                self.improvement_threshold, "must be in (0, 1]")
-        _check(self.validation_frequency is None or self.validation_frequency >= 1,
+        check(self.validation_frequency is None or self.validation_frequency >= 1,
                "early_stopping.validation_frequency", self.validation_frequency, "null or >= 1")
-        _check(self.epochs >= 1, "early_stopping.epochs", self.epochs, "must be >= 1")
+        check(self.epochs >= 1, "early_stopping.epochs", self.epochs, "must be >= 1")
 
 
 @dataclass
@@ -322,16 +145,16 @@ class TrainerConfig:
     def __post_init__(self) -> None:
         import re
 
-        _check(bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)), "trainer.device", self.device,
+        check(bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", self.device)), "trainer.device", self.device,
                "auto, cpu, cuda, cuda:N or mps")
-        _check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "must be >= 1")
-        _check(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "must be >= 1")
-        _one_of("trainer.progress", self.progress, ("auto", "bar", "log", "none"))
-        _check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
-        _one_of("trainer.precision", self.precision, ("fp32", "bf16"))
-        _check(self.checkpoint_every >= 0, "trainer.checkpoint_every", self.checkpoint_every,
+        check(self.max_epochs >= 1, "trainer.max_epochs", self.max_epochs, "must be >= 1")
+        check(self.eval_batch_size >= 1, "trainer.eval_batch_size", self.eval_batch_size, "must be >= 1")
+        one_of("trainer.progress", self.progress, ("auto", "bar", "log", "none"))
+        check(self.threads is None or self.threads >= 1, "trainer.threads", self.threads, "null or >= 1")
+        one_of("trainer.precision", self.precision, ("fp32", "bf16"))
+        check(self.checkpoint_every >= 0, "trainer.checkpoint_every", self.checkpoint_every,
                "iterations between checkpoints, >= 0 (0: none)")
-        _check(self.resume is None or self.resume == "auto" or bool(re.fullmatch(r"[0-9a-f]{32}", self.resume))
+        check(self.resume is None or self.resume == "auto" or bool(re.fullmatch(r"[0-9a-f]{32}", self.resume))
                or self.resume.endswith(".pkl"), "trainer.resume", self.resume,
                "an MLflow run id (32 hex digits), a path to a train_state.pkl, or auto")
 
@@ -347,14 +170,14 @@ class TrackingConfig:
     filters_image: bool = True
 
     def __post_init__(self) -> None:
-        _check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
+        check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
 
 
 @dataclass
 class RunConfig:
     """A whole run, as :func:`validate` returns it."""
 
-    model: Any
+    model: ModelConfig
     dataset: DatasetConfig
     optimizer: OptimizerConfig
     regularization: RegularizationConfig
@@ -376,7 +199,7 @@ GROUPS = {
 def register_configs() -> None:
     """Store each schema as ``<group>/_schema_<name>`` for the YAML defaults lists."""
     cs = ConfigStore.instance()
-    for name, node in MODELS.items():
+    for name, node in CONFIGS.items():
         cs.store(group="model", name=f"_schema_{name}", node=node)
     for group, node in GROUPS.items():
         cs.store(group=group, name="_schema", node=node)
@@ -387,9 +210,7 @@ def validate(cfg: DictConfig) -> RunConfig:
     missing = [g for g in ("model", *GROUPS) if g not in cfg]
     if missing:
         raise ConfigError(f"config groups missing: {', '.join(missing)}")
-    model_name = cfg.model.get("name")
-    if model_name not in MODELS:
-        raise ConfigError(f"model.name={model_name!r} is not allowed: one of {', '.join(MODELS)}")
+    model_schema = config_class(cfg.model.get("name"))
 
     def build(schema, node, key):
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
@@ -401,7 +222,7 @@ def validate(cfg: DictConfig) -> RunConfig:
             raise ConfigError(f"{key}: {str(e).splitlines()[0]}") from None
 
     run = RunConfig(
-        model=build(MODELS[model_name], cfg.model, "model"),
+        model=build(model_schema, cfg.model, "model"),
         **{g: build(schema, cfg[g], g) for g, schema in GROUPS.items()},
     )
     if run.optimizer.name == "cg" and run.optimizer.momentum:

@@ -8,51 +8,29 @@ Checkpoints are read with the restricted unpickler (numpy arrays and plain
 containers only), never with plain ``pickle.load``.
 """
 import argparse
-import re
 import sys
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from . import checkpoint
-from .config import MODELS, DatasetConfig
-from .models import build_model
+from .artifacts import FORMAT, fetch_checkpoint
+from .config import DatasetConfig
+from .models import build_model, config_class
 from .train.metrics import predict
 
 
 def load_model(path):
     """Rebuild the model saved in a dlexp checkpoint; returns (model, checkpoint dict)."""
     ckpt = checkpoint.load(path)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != "dlexp.params/1":
-        raise checkpoint.CheckpointError(f"{path}: not a dlexp checkpoint (no 'format': 'dlexp.params/1')")
-    model_cfg = MODELS[ckpt["model"]["name"]](**ckpt["model"])
-    if model_cfg.name in ("da", "ca", "rbm"):
-        raise checkpoint.CheckpointError(f"{path}: a {model_cfg.name} has no classifier; nothing to predict")
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise checkpoint.CheckpointError(f"{path}: not a dlexp checkpoint (no 'format': '{FORMAT}')")
+    model_cfg = config_class(ckpt["model"]["name"])(**ckpt["model"])
     model = build_model(model_cfg, tuple(ckpt["image_shape"]), ckpt["n_classes"])
+    if not model.supervised:
+        raise checkpoint.CheckpointError(f"{path}: a {model_cfg.name} has no classifier; nothing to predict")
     model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ckpt["params"].items()})
     return model.eval(), ckpt
-
-
-def fetch_checkpoint(source: str, tracking_uri=None, dest=None, artifact="checkpoint/best_params.pkl") -> Path:
-    """A local checkpoint path: ``source`` itself, or the run's ``artifact`` downloaded from MLflow."""
-    if Path(source).exists():
-        return Path(source)
-    if not re.fullmatch(r"[0-9a-f]{32}", source):
-        raise checkpoint.CheckpointError(f"{source!r} is neither an existing file nor an MLflow run id "
-                                         "(32 hex digits)")
-    from mlflow.tracking import MlflowClient
-
-    from .tracking import resolve_uri
-
-    client = MlflowClient(tracking_uri=resolve_uri(tracking_uri))
-    dest = dest or tempfile.mkdtemp(prefix="dlexp-predict-")
-    try:
-        return Path(client.download_artifacts(source, artifact, dest))
-    except Exception as e:
-        raise checkpoint.CheckpointError(f"{source!r} is neither a file nor an MLflow run with {artifact} in "
-                                         f"{client.tracking_uri}: {str(e).splitlines()[0]}") from None
 
 
 def main(argv=None) -> int:

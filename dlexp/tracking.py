@@ -146,8 +146,6 @@ class Tracker:
             flush_seconds = float(os.environ.get("DLEXP_TRACKING_FLUSH_SECONDS", "2"))
         self.flush_seconds = flush_seconds
         self.run_id = None
-        self.pruner = None  # a sweep's pruning hook: pruner(metrics, step) may raise to stop the run
-        self.pruned = False
         self._buffer = []
         self._logged = {}  # a resumed run: metric key -> last step already in the store
         self._last_flush = time.monotonic()
@@ -208,18 +206,6 @@ class Tracker:
                             if step > self._logged.get(k, -1))
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
-        if self.pruner is not None and "valid_error" in metrics:
-            self._maybe_prune(metrics, step)
-
-    def _maybe_prune(self, metrics: dict, step: int) -> None:
-        try:
-            self.pruner(metrics, step)
-        except BaseException as e:
-            if type(e).__name__ != "TrialPruned":
-                raise
-            self.pruned = True
-            self.set_tags({"dlexp.pruned": f"at step {step}: {e}"})
-            raise
 
     def __call__(self, event: str, metrics: dict, step: int) -> None:
         """The trainer's callback: every metric it reports, at its step."""
@@ -235,56 +221,33 @@ class Tracker:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
     def end(self, status: str = "FINISHED") -> None:
-        if self.pruned and status == "FAILED":
-            status = "KILLED"  # stopped early by the sweep's pruner, not broken
         try:
             self.flush()
         finally:
             self.client.set_terminated(self.run_id, status)
 
 
+def _nothing(*args, **kwargs):
+    return None
+
+
 class NullTracker:
-    """``tracking=none``: the same interface, nothing recorded."""
+    """``tracking=none``: every :class:`Tracker` method exists and does nothing (returns None)."""
 
-    uri = None
-    run_id = None
+    uri = run_id = client = experiment_id = None
 
-    def start(self, run_name, params, tags, run_id=None):
+    def __getattr__(self, name):
+        # Tracker's public methods, whatever they are; anything else (a typo, copy/pickle probing) is missing
+        if name.startswith("_") or not callable(getattr(Tracker, name, None)):
+            raise AttributeError(name)
+        return _nothing
+
+    def __call__(self, event, metrics, step):  # looked up on the class, never through __getattr__
         return None
-
-    def find_run(self, run_id):
-        return None
-
-    def latest_unfinished(self, config_key):
-        return None
-
-    def local_artifact_dir(self, run_id=None):
-        return None
-
-    def set_tags(self, tags):
-        pass
-
-    def log_metrics(self, metrics, step):
-        pass
-
-    def __call__(self, event, metrics, step):
-        pass
-
-    def flush(self):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
-
-    def end(self, status="FINISHED"):
-        pass
 
 
 def build_tracker(cfg, cwd=None):
+    """The run's tracker: an MLflow :class:`Tracker`, or a :class:`NullTracker` for ``tracking=none``."""
     if not cfg.enabled:
         return NullTracker()
-    tracker = Tracker(resolve_uri(cfg.uri, cwd), cfg.experiment)
-    from . import sweep
-
-    tracker.pruner = sweep.pruner_for(tracker)  # None outside a sweep that prunes
-    return tracker
+    return Tracker(resolve_uri(cfg.uri, cwd), cfg.experiment)

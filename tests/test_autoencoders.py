@@ -66,7 +66,7 @@ def test_da_cost_is_cross_entropy_of_reconstruction(digits):
     torch.manual_seed(0)
     da = DenoisingAutoencoder(64, 16)
     loss, monitors = da.pretrain_loss(x)
-    z = da.reconstruct(x)
+    z = da.decode(da.encode(x))
     expected = -(x * z.log() + (1 - x) * (1 - z).log()).sum(1).mean()
     assert torch.allclose(loss, expected, rtol=1e-5)
     assert monitors["cost"] == loss.detach()
@@ -85,7 +85,7 @@ def test_masking_noise_zeroes_the_corruption_level_fraction():
     x = torch.rand(30, 4)
     assert torch.equal(DenoisingAutoencoder(4, 2, corruption_level=0.0).corrupt(x), x)
     da = DenoisingAutoencoder(4, 2, corruption_level=0.5)
-    assert torch.equal(da.reconstruct(x), da.reconstruct(x))  # corrupt=False: deterministic
+    assert torch.equal(da.decode(da.encode(x)), da.decode(da.encode(x)))  # no corruption: deterministic
 
 
 def test_corruption_changes_the_learned_filters(trained_das):

@@ -3,7 +3,9 @@ import pytest
 from hydra.errors import HydraException
 from omegaconf.errors import OmegaConfBaseException
 
-from dlexp.config import ConfigError, LeNetConfig, MLPConfig, validate
+from dlexp.config import ConfigError, validate
+from dlexp.models.lenet import LeNetConfig
+from dlexp.models.mlp import MLPConfig
 
 
 def test_defaults_compose_and_validate(compose_cfg):

@@ -170,18 +170,18 @@ def test_dbn_pretrain_then_finetune(grey_digits):
     assert [tuple(w.shape) for w in dbn.weights()] == [(100, 64), (100, 100), (10, 100)]
     assert dbn.filters().shape == (100, 64)
     rbms = dbn.pretrain_layers()
-    assert len(rbms) == 2 and all(r.W is l.weight for r, l in zip(rbms, dbn.sigmoid_layers))
-    before = [layer.weight.detach().clone() for layer in dbn.sigmoid_layers]
+    assert len(rbms) == 2 and all(r.W is l.weight for r, l in zip(rbms, dbn.hidden))
+    before = [layer.weight.detach().clone() for layer in dbn.hidden]
 
     histories = pretrain_stack(dbn, x, lr=0.01, batch_size=10, epochs=5)
     assert len(histories) == 2 and all(len(h) == 5 for h in histories)
-    assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, dbn.sigmoid_layers))
+    assert all(not torch.equal(b, layer.weight) for b, layer in zip(before, dbn.hidden))
 
     # RBM i's encode is sigmoid layer i's output; stacking them reaches the logistic layer
     with torch.no_grad():
         h = encode(rbms[1], encode(rbms[0], x_test))
         torch.testing.assert_close(dbn.out(h), dbn(x_test))
-        torch.testing.assert_close(rbms[0].encode(x_test), torch.sigmoid(dbn.sigmoid_layers[0](x_test)))
+        torch.testing.assert_close(rbms[0].encode(x_test), torch.sigmoid(dbn.hidden[0](x_test)))
 
     opt = torch.optim.SGD(dbn.parameters(), lr=0.1)
     for _ in range(40):
@@ -199,5 +199,5 @@ def test_dbn_pretrain_then_finetune(grey_digits):
     clone.load_state_dict(dbn.state_dict())
     with torch.no_grad():
         torch.testing.assert_close(clone(x_test), dbn(x_test))
-    assert clone.rbms[0].W is clone.sigmoid_layers[0].weight
+    assert clone.rbms[0].W is clone.hidden[0].weight
     torch.testing.assert_close(clone.rbms[0].vbias, dbn.rbms[0].vbias)

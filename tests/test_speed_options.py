@@ -12,8 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dlexp.config import (DatasetConfig, EarlyStoppingConfig, LogRegConfig, MLPConfig, OptimizerConfig,
-                          RegularizationConfig)
+from dlexp.config import DatasetConfig, EarlyStoppingConfig, OptimizerConfig, RegularizationConfig
+from dlexp.models.logreg import LogRegConfig
+from dlexp.models.mlp import MLPConfig
 from dlexp.data import load_dataset
 from dlexp.data.device import DeviceSplit, to_device
 from dlexp.models import build_model
@@ -22,6 +23,7 @@ from dlexp.models.rbm import RBM
 from dlexp.train.metrics import zero_one
 from dlexp.train.pretrain import fit_layer, pretrain_stack
 from dlexp.train.sgd import fit_sgd
+from dlexp.train.loop import LoopOptions
 from dlexp.train.step import SGDStep
 
 
@@ -33,8 +35,8 @@ def digits():
 def _fit(model, data, shuffle=False, epochs=3, opt=None, reg=None, **kw):
     opt = opt or OptimizerConfig(lr=0.1, batch_size=50, momentum=0.5)
     reg = reg or RegularizationConfig(l2=1e-3)
-    gen = torch.Generator().manual_seed(7) if shuffle else None
-    return fit_sgd(model, data, opt, reg, EarlyStoppingConfig(name="none"), epochs, shuffle, 10000, None, gen, **kw)
+    options = LoopOptions(shuffle=shuffle, seed=7 if shuffle else None, **kw)
+    return fit_sgd(model, data, opt, reg, EarlyStoppingConfig(name="none"), epochs, options)
 
 
 def _mlp(digits, seed=0):
@@ -97,8 +99,8 @@ def test_pretrain_stack_accepts_a_chunk_and_shuffle():
     torch.manual_seed(0)
     a = StackedDenoisingAutoencoder(64, 10, (16, 8), (0.0, 0.0))
     b = copy.deepcopy(a)
-    ha = pretrain_stack(a, x, 0.1, 20, 2, shuffle=True, generator=torch.Generator().manual_seed(1))
-    hb = pretrain_stack(b, x, 0.1, 20, 2, shuffle=True, generator=torch.Generator().manual_seed(1), chunk=40)
+    ha = pretrain_stack(a, x, 0.1, 20, 2, options=LoopOptions(shuffle=True, seed=1))
+    hb = pretrain_stack(b, x, 0.1, 20, 2, options=LoopOptions(shuffle=True, seed=1), chunk=40)
     assert _max_diff(a, b) == 0.0 and ha == hb
 
 

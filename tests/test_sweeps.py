@@ -25,7 +25,8 @@ from mlflow.tracking import MlflowClient
 
 from dlexp import sweep, tracking
 from dlexp.cli import CONFIG_PATH
-from dlexp.config import MODELS, validate
+from dlexp.config import validate
+from dlexp.models import CONFIGS as MODELS
 
 REPO = Path(__file__).resolve().parents[1]
 BASE = ("dataset=digits", "trainer.progress=log", "trainer.threads=1")
@@ -390,8 +391,8 @@ def test_ranking_rules():
           for k, v in (("x", 30.0), ("y", 20.0))]
     rows, metric = sweep.rank(da)
     assert metric == "final_cost" and [r["run_id"] for r in rows] == ["y", "x"] and rows[0]["epochs"] == 15
-    # an RBM trained with PCD reports its log pseudo-likelihood: highest first
-    rbm = [_fake_run(k, {"final_cost": v}, {"model.name": "rbm", "model.persistent": "True"})
+    # a run whose objective is a likelihood (an RBM trained with PCD) says so in its tag: highest first
+    rbm = [_fake_run(k, {"final_cost": v}, tags={"dlexp.objective": "final_cost:max"})
            for k, v in (("p", -80.0), ("q", -60.0))]
     assert [r["run_id"] for r in sweep.rank(rbm)[0]] == ["q", "p"]
     text = sweep.table_text(*sweep.rank(runs))

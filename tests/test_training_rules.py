@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from dlexp.train.early_stopping import NoImprovement, NoStop, Patience
-from dlexp.train.regularization import add_penalty_grad, penalty
+from dlexp.train.regularization import penalty
+from dlexp.train.step import sgd_update
 from dlexp.train.schedules import Schedule
 
 
@@ -79,10 +80,11 @@ def test_penalty_and_gradient_match_numpy(l1, l2):
     expected = sum(l1 * np.abs(w).sum() + l2 * (w ** 2).sum() for w in ws)
     tensors = [torch.tensor(w, requires_grad=True) for w in ws]
     assert math.isclose(penalty(tensors, l1, l2).item(), expected, rel_tol=1e-12)
-    # the gradient the trainer adds in place equals autograd's gradient of the penalty
-    for t in tensors:
-        t.grad = torch.zeros_like(t)
-    add_penalty_grad(tensors, l1, l2)
+    # the gradient the update rule adds to the NLL's (here zero, lr 1) equals autograd's gradient of the penalty
+    stepped = [t.detach().clone() for t in tensors]
+    sgd_update(stepped, [torch.zeros_like(t) for t in stepped], 1.0, n_weights=len(stepped), l1=l1, l2=l2)
+    for t, s in zip(tensors, stepped):
+        t.grad = t.detach() - s
     for t, w in zip(tensors, ws):
         assert np.allclose(t.grad.numpy(), l1 * np.sign(w) + 2 * l2 * w)
     auto = torch.autograd.grad(penalty(tensors, l1, l2), tensors)

@@ -72,10 +72,6 @@ class DeviceSplit:
     def __len__(self) -> int:
         return len(self.x)
 
-    @property
-    def resident(self) -> bool:
-        return self.chunk is None
-
     def batches(self, batch_size: int, perm: Optional[torch.Tensor] = None, n_batches: Optional[int] = None
                 ) -> Iterator[tuple]:
         """Minibatches ``(x_i, y_i)`` on the device, i = 0 .. n_batches - 1 (default len // batch_size).

@@ -11,19 +11,48 @@ Frobenius norm of the encoder's Jacobian J(x) = dh / dx:
 W (n_hidden, n_visible) is drawn from U[-a, a], a = 4 sqrt(6 / (n_visible +
 n_hidden)); b and b' start at zero.
 """
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
+from ..checks import check, non_negative
+from .base import PretrainConfig, n_inputs
 from .da import DenoisingAutoencoder
+from .registry import register
 
 
+@dataclass
+class CAConfig(PretrainConfig):
+    """Contractive autoencoder (cA.py): reconstruction + contraction_level * ||J||_F^2."""
+
+    name: str = "ca"
+    pretrain_lr: float = 0.01
+    pretrain_epochs: int = 20
+    pretrain_batch_size: int = 10
+    n_hidden: int = 500
+    contraction_level: float = 0.1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
+        non_negative("model.contraction_level", self.contraction_level)
+
+
+@register
 class ContractiveAutoencoder(DenoisingAutoencoder):
     """A dA without corruption whose cost adds the contraction penalty."""
+
+    Config = CAConfig
 
     def __init__(self, n_visible: int, n_hidden: int, contraction_level: float = 0.1, W=None, bhid=None):
         super().__init__(n_visible, n_hidden, 0.0, W, bhid)
         if contraction_level < 0:
             raise ValueError(f"contraction_level={contraction_level!r} must be >= 0")
         self.contraction_level = contraction_level
+
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), cfg.n_hidden, cfg.contraction_level)
 
     def jacobian_norm2(self, h):
         """||J(x)||_F^2 per example from its code h: sum_j (h_j (1 - h_j))^2 ||W_j.||^2."""

@@ -15,11 +15,34 @@ W is stored as (n_hidden, n_visible), like ``nn.Linear.weight``, so that a
 stacked model can hand its sigmoid layer's ``weight`` and ``bias`` to the dA
 (the same Parameter objects: pretraining the dA trains the layer).
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import glorot_uniform_
+from ..checks import check
+from .base import Model, PretrainConfig, n_inputs
+from .init import glorot_uniform_
+from .registry import register
+
+
+def check_corruption(key: str, value: float) -> None:
+    check(0 <= value < 1, key, value, "must be in [0, 1)")
+
+
+@dataclass
+class DAConfig(PretrainConfig):
+    """Denoising autoencoder with tied weights (dA.py): lr 0.1, batch 20, 15 epochs (PretrainConfig's)."""
+
+    name: str = "da"
+    n_hidden: int = 500
+    corruption_level: float = 0.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
+        check_corruption("model.corruption_level", self.corruption_level)
 
 
 def tied_autoencoder_params(module: nn.Module, n_visible: int, n_hidden: int, W=None, bhid=None) -> None:
@@ -38,7 +61,9 @@ def tied_autoencoder_params(module: nn.Module, n_visible: int, n_hidden: int, W=
     module.b_prime = nn.Parameter(torch.zeros(n_visible, device=module.W.device, dtype=module.W.dtype))
 
 
-class DenoisingAutoencoder(nn.Module):
+@register
+class DenoisingAutoencoder(Model):
+    Config = DAConfig
     supervised = False
 
     def __init__(self, n_visible: int, n_hidden: int, corruption_level: float = 0.0, W=None, bhid=None):
@@ -47,6 +72,10 @@ class DenoisingAutoencoder(nn.Module):
             raise ValueError(f"corruption_level={corruption_level!r} must be in [0, 1)")
         self.corruption_level = corruption_level
         tied_autoencoder_params(self, n_visible, n_hidden, W, bhid)
+
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), cfg.n_hidden, cfg.corruption_level)
 
     def corrupt(self, x):
         """Masking noise: keep each x_k with probability 1 - corruption_level, else set it to 0."""
@@ -65,11 +94,6 @@ class DenoisingAutoencoder(nn.Module):
         """z = s(W^T y + b')."""
         return torch.sigmoid(self.decode_logits(h))
 
-    def reconstruct(self, x, corrupt: bool = False):
-        """z for x (or for its corruption x~ when ``corrupt``)."""
-        x = x.flatten(1)
-        return self.decode(self.encode(self.corrupt(x) if corrupt else x))
-
     def pretrain_loss(self, x):
         """mean over the batch of L_H(x, z), z reconstructed from x~; from the logits for stability."""
         x = x.flatten(1)
@@ -86,3 +110,11 @@ class DenoisingAutoencoder(nn.Module):
     def filters(self):
         """One row per hidden unit, in input space: (n_hidden, n_visible)."""
         return self.W
+
+    @torch.no_grad()
+    def pictures(self, x):
+        """The first 10 inputs x, their corruption x~ and its reconstruction z, one row of 10 each."""
+        inputs = x[:10]
+        noisy = self.corrupt(inputs)
+        rows = torch.cat([inputs, noisy, self.decode(self.encode(noisy))]).cpu().numpy()
+        return {"reconstructions": (rows, (3, 10))}

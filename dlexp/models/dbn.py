@@ -10,43 +10,49 @@ keeps its own visible bias, unused by the MLP.
 Sigmoid weights start at U[-4a, 4a], a = sqrt(6 / (fan_in + fan_out)); biases
 and the logistic layer start at zero, as in the tutorial.
 """
-import torch
+from dataclasses import dataclass
+
 from torch import nn
 
-from .mlp import glorot_uniform_
+from ..checks import check
+from .base import StackConfig, n_inputs
+from .mlp import MLP
 from .rbm import RBM
+from .registry import register
 
 
-class DeepBeliefNetwork(nn.Module):
-    supervised = True
+@dataclass
+class DBNConfig(StackConfig):
+    """Deep belief network (DBN.py): RBMs pretrained with CD-k, then fine-tuned as an MLP; pretraining as
+    the tutorial: CD-1, lr 0.01, batch 10, 100 epochs a layer."""
+
+    name: str = "dbn"
+    pretrain_lr: float = 0.01
+    pretrain_epochs: int = 100
+    pretrain_batch_size: int = 10
+    k: int = 1
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.k >= 1, "model.k", self.k, "must be >= 1")
+
+
+@register
+class DeepBeliefNetwork(MLP):
+    Config = DBNConfig
 
     def __init__(self, n_in: int, n_out: int, hidden_layers_sizes=(1000, 1000, 1000), k: int = 1,
                  batch_size: int = 10):
-        super().__init__()
-        sizes = [n_in, *hidden_layers_sizes]
-        self.sigmoid_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        for layer in self.sigmoid_layers:
-            glorot_uniform_(layer.weight, layer.in_features, layer.out_features, gain=4.0)
-            nn.init.zeros_(layer.bias)
+        super().__init__(n_in, n_out, hidden_layers_sizes, "sigmoid")
         self.rbms = nn.ModuleList(RBM(layer.in_features, layer.out_features, k=k, persistent=False,
                                       batch_size=batch_size, W=layer.weight, hbias=layer.bias)
-                                  for layer in self.sigmoid_layers)
-        self.out = nn.Linear(sizes[-1], n_out)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+                                  for layer in self.hidden)
+        self.out = self._modules.pop("out")  # the output layer last in parameters(), as always (CG's flat vector)
 
-    def forward(self, x):
-        h = x.flatten(1)
-        for layer in self.sigmoid_layers:
-            h = torch.sigmoid(layer(h))
-        return self.out(h)
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), n_classes, tuple(cfg.hidden_layers_sizes), cfg.k, cfg.pretrain_batch_size)
 
     def pretrain_layers(self):
-        """The RBMs, bottom first; RBM i's ``encode`` is sigmoid layer i's output."""
+        """The RBMs, bottom first; RBM i's ``encode`` is hidden layer i's output."""
         return list(self.rbms)
-
-    def weights(self):
-        return [layer.weight for layer in self.sigmoid_layers] + [self.out.weight]
-
-    def filters(self):
-        return self.sigmoid_layers[0].weight

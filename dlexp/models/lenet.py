@@ -10,21 +10,46 @@ a = sqrt(6 / (fan_in + fan_out)), fan_in = C k^2, fan_out = K k^2 / p^2.
 A tanh hidden layer (Glorot init) and a zero-initialised logistic layer follow.
 Feature-map sizes are derived from the input: s -> (s - k + 1) // p per layer.
 """
+from dataclasses import dataclass, field
+from typing import List
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import glorot_uniform_
+from ..checks import ConfigError, check
+from .base import Model, ModelConfig
+from .init import glorot_uniform_, hidden_stack, zero_linear
+from .registry import register
+
+
+@dataclass
+class LeNetConfig(ModelConfig):
+    """Conv + max-pool + tanh layers, a tanh hidden layer, a logistic layer."""
+
+    name: str = "lenet"
+    nkerns: List[int] = field(default_factory=lambda: [20, 50])
+    filter_size: int = 5
+    pool_size: int = 2
+    hidden_size: int = 500
+
+    def __post_init__(self) -> None:
+        check(len(self.nkerns) > 0, "model.nkerns", self.nkerns, "at least one conv layer")
+        for n in self.nkerns:
+            check(n >= 1, "model.nkerns", self.nkerns, "every count >= 1")
+        check(self.filter_size >= 1, "model.filter_size", self.filter_size, "must be >= 1")
+        check(self.pool_size >= 1, "model.pool_size", self.pool_size, "must be >= 1")
+        check(self.hidden_size >= 1, "model.hidden_size", self.hidden_size, "must be >= 1")
 
 
 def feature_sizes(image_shape, nkerns, filter_size, pool_size):
-    """Spatial sizes after each conv-pool layer; ValueError if one reaches 0."""
+    """Spatial sizes after each conv-pool layer; ConfigError if one reaches 0."""
     _, h, w = image_shape
     sizes = []
     for i, _ in enumerate(nkerns):
         h, w = (h - filter_size + 1) // pool_size, (w - filter_size + 1) // pool_size
         if h < 1 or w < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"lenet: a {image_shape[1]}x{image_shape[2]} input is too small for {len(nkerns)} conv layers "
                 f"of {filter_size}x{filter_size} filters and {pool_size}x{pool_size} pooling (layer {i + 1} output "
                 f"would be {h}x{w}); use smaller model.filter_size / model.pool_size or fewer model.nkerns, "
@@ -50,19 +75,26 @@ class LeNetConvPool(nn.Module):
         return torch.tanh(h + self.b.view(1, -1, 1, 1))
 
 
-class LeNet(nn.Module):
+@register
+class LeNet(Model):
+    Config = LeNetConfig
+
     def __init__(self, image_shape, n_out: int, nkerns=(20, 50), filter_size=5, pool_size=2, hidden_size=500):
         super().__init__()
         self.image_shape = tuple(image_shape)
         h, w = feature_sizes(image_shape, nkerns, filter_size, pool_size)[-1]
         chans = [image_shape[0], *nkerns]
         self.convs = nn.ModuleList(LeNetConvPool(a, b, filter_size, pool_size) for a, b in zip(chans[:-1], chans[1:]))
-        self.hidden = nn.Linear(nkerns[-1] * h * w, hidden_size)
-        glorot_uniform_(self.hidden.weight, self.hidden.in_features, hidden_size)
-        nn.init.zeros_(self.hidden.bias)
-        self.out = nn.Linear(hidden_size, n_out)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.hidden = hidden_stack([nkerns[-1] * h * w, hidden_size], gain=1.0)[0]
+        self.out = zero_linear(hidden_size, n_out)
+
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(image_shape, n_classes, tuple(cfg.nkerns), cfg.filter_size, cfg.pool_size, cfg.hidden_size)
+
+    @classmethod
+    def check(cls, cfg, image_shape):
+        feature_sizes(image_shape, cfg.nkerns, cfg.filter_size, cfg.pool_size)
 
     def forward(self, x):
         h = x.view(-1, *self.image_shape)

@@ -6,23 +6,37 @@ W and b start at zero, as in the tutorial. The model returns the logits
 ``W x + b``; the trainer's loss is the mean negative log-likelihood
 ``-mean(log softmax(W x + b)[y])``.
 """
-from torch import nn
+from dataclasses import dataclass
+
+from .base import Model, ModelConfig, n_inputs
+from .init import zero_linear
+from .registry import register
 
 
-class LogisticRegression(nn.Module):
+@dataclass
+class LogRegConfig(ModelConfig):
+    """Multiclass logistic regression, p(y|x) = softmax(W x + b), zero init."""
+
+    name: str = "logreg"
+
+
+@register
+class LogisticRegression(Model):
+    Config = LogRegConfig
+
     def __init__(self, n_in: int, n_out: int):
         super().__init__()
-        self.linear = nn.Linear(n_in, n_out)
-        nn.init.zeros_(self.linear.weight)
-        nn.init.zeros_(self.linear.bias)
+        self.linear = zero_linear(n_in, n_out)
+
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), n_classes)
 
     def forward(self, x):
         return self.linear(x.flatten(1))
 
     def weights(self):
-        """Tensors the L1/L2 penalties apply to (weights, not biases)."""
         return [self.linear.weight]
 
     def filters(self):
-        """First-layer filters, one row per unit, in input space."""
         return self.linear.weight

@@ -5,35 +5,51 @@
 
 Hidden weights are drawn from U[-a, a] with a = sqrt(6 / (fan_in + fan_out))
 (Glorot & Bengio 2010), times 4 for the sigmoid; biases and the output layer
-start at zero, as in the tutorial.
+start at zero, as in the tutorial. The SdA and the DBN are this network with
+sigmoid units, pretrained layer by layer.
 """
-import math
+from dataclasses import dataclass, field
+from typing import List
 
 import torch
-from torch import nn
+
+from ..checks import check, one_of
+from .base import Model, ModelConfig, n_inputs
+from .init import hidden_stack, zero_linear
+from .registry import register
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
 
 
-def glorot_uniform_(weight: torch.Tensor, fan_in: int, fan_out: int, gain: float = 1.0, generator=None):
-    a = gain * math.sqrt(6.0 / (fan_in + fan_out))
-    with torch.no_grad():
-        return weight.uniform_(-a, a, generator=generator)
+@dataclass
+class MLPConfig(ModelConfig):
+    """Hidden layers h = s(W x + b), then a logistic regression layer."""
+
+    name: str = "mlp"
+    hidden_sizes: List[int] = field(default_factory=lambda: [500])
+    activation: str = "tanh"
+
+    def __post_init__(self) -> None:
+        check(len(self.hidden_sizes) > 0, "model.hidden_sizes", self.hidden_sizes, "at least one layer")
+        for n in self.hidden_sizes:
+            check(n >= 1, "model.hidden_sizes", self.hidden_sizes, "every size >= 1")
+        one_of("model.activation", self.activation, tuple(ACTIVATIONS))
 
 
-class MLP(nn.Module):
+@register
+class MLP(Model):
+    Config = MLPConfig
+
     def __init__(self, n_in: int, n_out: int, hidden_sizes=(500,), activation: str = "tanh"):
         super().__init__()
         self.activation = ACTIVATIONS[activation]
         sizes = [n_in, *hidden_sizes]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        gain = 4.0 if activation == "sigmoid" else 1.0
-        for layer in self.hidden:
-            glorot_uniform_(layer.weight, layer.in_features, layer.out_features, gain)
-            nn.init.zeros_(layer.bias)
-        self.out = nn.Linear(sizes[-1], n_out)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.hidden = hidden_stack(sizes, gain=4.0 if activation == "sigmoid" else 1.0)
+        self.out = zero_linear(sizes[-1], n_out)
+
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), n_classes, tuple(cfg.hidden_sizes), cfg.activation)
 
     def forward(self, x):
         h = x.flatten(1)

@@ -21,20 +21,51 @@ so SGD on ``loss = mean F(v0) - mean F(v_k)`` (v_k a constant) moves
 W += lr * (mean[p(h|v0) v0^T] - mean[p(h|v_k) v_k^T]),
 b += lr * mean(v0 - v_k), c += lr * mean(p(h|v0) - p(h|v_k)).
 """
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mlp import glorot_uniform_
+from ..checks import check
+from .base import Model, PretrainConfig, n_inputs
+from .init import glorot_uniform_
+from .registry import register
 
 
-class RBM(nn.Module):
+@dataclass
+class RBMConfig(PretrainConfig):
+    """Binary RBM (rbm.py): PCD-15, lr 0.1, batch 20, 15 epochs; samples from ``n_chains`` Gibbs chains,
+    ``n_samples`` rows, one every ``plot_every`` steps."""
+
+    name: str = "rbm"
+    n_hidden: int = 500
+    k: int = 15
+    persistent: bool = True
+    n_chains: int = 20
+    n_samples: int = 10
+    plot_every: int = 1000
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.n_hidden >= 1, "model.n_hidden", self.n_hidden, "must be >= 1")
+        check(self.k >= 1, "model.k", self.k, "must be >= 1")
+        check(self.n_chains >= 1, "model.n_chains", self.n_chains, "must be >= 1")
+        check(self.n_samples >= 1, "model.n_samples", self.n_samples, "must be >= 1")
+        check(self.plot_every >= 1, "model.plot_every", self.plot_every, "must be >= 1")
+
+
+@register
+class RBM(Model):
+    Config = RBMConfig
     supervised = False
 
     def __init__(self, n_visible: int, n_hidden: int, k: int = 15, persistent: bool = True, batch_size: int = 20,
-                 W: nn.Parameter = None, hbias: nn.Parameter = None):
+                 W: nn.Parameter = None, hbias: nn.Parameter = None, *, n_chains: int = 20, n_samples: int = 10,
+                 plot_every: int = 1000):
         super().__init__()
         self.n_visible, self.n_hidden, self.k, self.persistent = n_visible, n_hidden, k, persistent
+        self.n_chains, self.n_samples, self.plot_every = n_chains, n_samples, plot_every  # for pictures()
         if W is None:  # U[-4 sqrt(6 / (n_hidden + n_visible)), +4 sqrt(...)], as the tutorial
             W = nn.Parameter(glorot_uniform_(torch.empty(n_hidden, n_visible), n_visible, n_hidden, gain=4.0))
         if hbias is None:
@@ -49,6 +80,11 @@ class RBM(nn.Module):
         # the visible unit the pseudo-likelihood flips next: a buffer, so it is saved with the state and
         # advances on the device without a host sync
         self.register_buffer("bit_i", torch.zeros(1, dtype=torch.long))
+
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), cfg.n_hidden, cfg.k, cfg.persistent, cfg.pretrain_batch_size,
+                   n_chains=cfg.n_chains, n_samples=cfg.n_samples, plot_every=cfg.plot_every)
 
     # ------------------------------------------------------------ energies
     def free_energy(self, v):
@@ -65,10 +101,6 @@ class RBM(nn.Module):
         pre = F.linear(v, self.W, self.hbias)
         mean = torch.sigmoid(pre)
         return pre, mean, torch.bernoulli(mean)
-
-    def propdown(self, h):
-        """p(v = 1 | h) = sigmoid(h W + b): the mean visible activation."""
-        return torch.sigmoid(h @ self.W + self.vbias)
 
     def sample_v_given_h(self, h):
         """(pre-sigmoid, p(v | h), v ~ Bernoulli(p(v | h)))."""
@@ -152,4 +184,15 @@ class RBM(nn.Module):
 
     def pretrain_layers(self):
         return [self]
+
+    @torch.no_grad()
+    def pictures(self, x):
+        """``n_samples`` rows of ``n_chains`` samples; the chains start at consecutive inputs from a random one."""
+        start = int(torch.randint(0, max(1, len(x) - self.n_chains), ()).item())
+        samples = self.sample(x[start:start + self.n_chains], self.n_samples, self.plot_every)
+        return {"samples": (samples.reshape(-1, samples.shape[-1]).cpu().numpy(), (self.n_samples, self.n_chains))}
+
+    def objective(self):
+        """PCD's cost is the log pseudo-likelihood: higher is better."""
+        return ("final_cost", "max") if self.persistent else super().objective()
 

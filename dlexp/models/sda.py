@@ -15,49 +15,54 @@ start at zero.
 ``state_dict()`` lists each shared tensor twice (``hidden.i.weight`` and
 ``das.i.W``), both names for one storage; ``load_state_dict`` round-trips.
 """
-import torch
+from dataclasses import dataclass, field
+from typing import List
+
 from torch import nn
 
-from .da import DenoisingAutoencoder
-from .mlp import glorot_uniform_
+from ..checks import check
+from .base import StackConfig, n_inputs
+from .da import DenoisingAutoencoder, check_corruption
+from .mlp import MLP
+from .registry import register
 
 
-class StackedDenoisingAutoencoder(nn.Module):
-    supervised = True
+@dataclass
+class SdAConfig(StackConfig):
+    """Stacked denoising autoencoders (SdA.py), one corruption level per layer; pretraining as the
+    tutorial: lr 0.001, batch 1, 15 epochs a layer."""
+
+    name: str = "sda"
+    pretrain_lr: float = 0.001
+    pretrain_batch_size: int = 1
+    corruption_levels: List[float] = field(default_factory=lambda: [0.1, 0.2, 0.3])
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(len(self.corruption_levels) == len(self.hidden_layers_sizes), "model.corruption_levels",
+              self.corruption_levels, f"one level per hidden layer ({len(self.hidden_layers_sizes)})")
+        for c in self.corruption_levels:
+            check_corruption("model.corruption_levels", c)
+
+
+@register
+class StackedDenoisingAutoencoder(MLP):
+    Config = SdAConfig
 
     def __init__(self, n_in: int, n_out: int, hidden_layers_sizes=(1000, 1000, 1000),
                  corruption_levels=(0.1, 0.2, 0.3)):
-        super().__init__()
         if len(hidden_layers_sizes) == 0 or len(corruption_levels) != len(hidden_layers_sizes):
             raise ValueError(f"need one corruption level per hidden layer, got {list(corruption_levels)} "
                              f"for {list(hidden_layers_sizes)}")
-        sizes = [n_in, *hidden_layers_sizes]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        for layer in self.hidden:
-            glorot_uniform_(layer.weight, layer.in_features, layer.out_features, gain=4.0)
-            nn.init.zeros_(layer.bias)
+        super().__init__(n_in, n_out, hidden_layers_sizes, "sigmoid")
         self.das = nn.ModuleList(
             DenoisingAutoencoder(layer.in_features, layer.out_features, c, W=layer.weight, bhid=layer.bias)
             for layer, c in zip(self.hidden, corruption_levels))
-        self.out = nn.Linear(sizes[-1], n_out)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.out = self._modules.pop("out")  # the output layer last in parameters(), as always (CG's flat vector)
 
-    def features(self, x):
-        """h_L, the input of the logistic regression layer."""
-        h = x.flatten(1)
-        for layer in self.hidden:
-            h = torch.sigmoid(layer(h))
-        return h
-
-    def forward(self, x):
-        return self.out(self.features(x))
+    @classmethod
+    def build(cls, cfg, image_shape, n_classes):
+        return cls(n_inputs(image_shape), n_classes, tuple(cfg.hidden_layers_sizes), tuple(cfg.corruption_levels))
 
     def pretrain_layers(self):
         return list(self.das)
-
-    def weights(self):
-        return [layer.weight for layer in self.hidden] + [self.out.weight]
-
-    def filters(self):
-        return self.hidden[0].weight

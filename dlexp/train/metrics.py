@@ -1,8 +1,8 @@
-"""Zero-one loss and negative log-likelihood, evaluated in large batches on the device.
+"""Zero-one loss and predictions, evaluated in large batches on the device.
 
-    zero_one = mean(argmax_i p(y=i|x) != y)      nll = -mean(log p(y|x))
+    zero_one = mean(argmax_i p(y=i|x) != y)      predict = argmax_i p(y=i|x)
 
-Both return a 0-d tensor on the model's device, so callers choose when to
+``zero_one`` returns a 0-d tensor on the model's device, so callers choose when to
 synchronise with the host (``.item()``) -- once per validation, not per step.
 Evaluation runs under ``torch.inference_mode`` (no autograd bookkeeping) in
 batches of ``batch_size`` rows (10,000 by default: a whole MNIST split in one
@@ -13,7 +13,6 @@ the forward passes under autocast on that device.
 import contextlib
 
 import torch
-import torch.nn.functional as F
 
 
 def _device(model, x):
@@ -42,17 +41,6 @@ def zero_one(model, x, y, batch_size: int = 10000, autocast=None) -> torch.Tenso
         for i, xb in _batches(model, x, batch_size):
             wrong += (model(xb).argmax(1) != y[i:i + batch_size].to(device, non_blocking=True)).sum()
     return wrong.double() / max(1, len(x))
-
-
-@torch.inference_mode()
-def nll(model, x, y, batch_size: int = 10000, autocast=None) -> torch.Tensor:
-    device = _device(model, x)
-    total = torch.zeros((), dtype=torch.float64, device=device)
-    with _context(device, autocast):
-        for i, xb in _batches(model, x, batch_size):
-            total += F.cross_entropy(model(xb).float(), y[i:i + batch_size].to(device, non_blocking=True),
-                                     reduction="sum")
-    return total / max(1, len(x))
 
 
 @torch.inference_mode()

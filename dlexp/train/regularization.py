@@ -2,9 +2,10 @@
 
     cost = NLL + l1 * L1 + l2 * L2_sqr,   L1 = sum_W sum |W|,   L2_sqr = sum_W sum W^2
 
-over weight matrices only (biases are not penalised). For speed the trainer
-does not differentiate the penalty through autograd: after ``backward()`` on
-the NLL it adds the penalty's gradient, l1 * sign(W) + 2 * l2 * W, in place.
+over weight matrices only (biases are not penalised). The trainer does not
+differentiate the penalty through autograd: its update adds the penalty's
+gradient, l1 * sign(W) + 2 * l2 * W, to the NLL's (``dlexp.train.step.sgd_update``).
+This value is what the run logs as ``penalty``.
 """
 import torch
 
@@ -19,12 +20,3 @@ def penalty(weights, l1: float, l2: float) -> torch.Tensor:
             total = total + l2 * w.pow(2).sum()
     return total
 
-
-@torch.no_grad()
-def add_penalty_grad(weights, l1: float, l2: float) -> None:
-    """w.grad += d penalty / dw, for every weight with a gradient."""
-    for w in weights:
-        if l2:
-            w.grad.add_(w, alpha=2.0 * l2)
-        if l1:
-            w.grad.add_(torch.sign(w), alpha=l1)

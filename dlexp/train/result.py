@@ -22,3 +22,11 @@ class Diverged(RuntimeError):
     def __init__(self, message: str, best_valid_error: float = float("nan"), test_error: float = float("nan")):
         super().__init__(message)
         self.best_valid_error, self.test_error = best_valid_error, test_error
+
+
+class Pruned(RuntimeError):
+    """A listener (a sweep's pruner) stopped the run early; ``value`` is its objective so far."""
+
+    def __init__(self, message: str, value: float = float("nan")):
+        super().__init__(message)
+        self.value = value

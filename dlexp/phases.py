@@ -1,0 +1,62 @@
+"""The two phases of a run: layer-wise ``pretrain`` (unsupervised), then supervised ``finetune``.
+
+Each takes the :class:`~dlexp.tracked.RunContext`, trains, saves what it
+made (checkpoint, images) and returns the metrics the run ends with.
+"""
+import logging
+import time
+
+from . import artifacts
+from .train import fit_cg, fit_sgd
+from .train.pretrain import pretrain_stack
+
+log = logging.getLogger("dlexp")
+
+
+def pretrain(ctx) -> dict:
+    """Greedy layer-wise pretraining (unless reloaded), filter images at ``image_every`` epochs;
+    saves ``pretrained_params.pkl`` and the images."""
+    run, data, model, cfg = ctx.run, ctx.prep.data, ctx.prep.model, ctx.run.model
+    first = model.pretrain_layers()[0]
+    final = {}
+
+    def on_epoch(layer, epoch):
+        if cfg.image_every and layer == 0 and epoch % cfg.image_every == 0:
+            artifacts.save_images(ctx.out, data, first, ctx.tracker, prefix=f"epoch_{epoch:03d}_")
+
+    if not ctx.prep.pretrained_path:
+        start = time.perf_counter()
+        histories = pretrain_stack(model, data.train, cfg.pretrain_lr, cfg.pretrain_batch_size, cfg.pretrain_epochs,
+                                   ctx.callback, on_epoch, ctx.options, state=ctx.state_for("pretrain"))
+        final["pretrain_seconds"] = time.perf_counter() - start
+        for i, history in enumerate(histories):
+            if history:
+                key = f"pretrain/layer_{i}/final_cost" if len(histories) > 1 else "final_cost"
+                final[key] = history[-1]["cost"]
+    artifacts.save_checkpoint(ctx.out / artifacts.PRETRAINED, run, data, model, {})
+    ctx.log_file(artifacts.PRETRAINED, "checkpoint")
+    if run.tracking.filters_image:
+        artifacts.save_images(ctx.out, data, model, ctx.tracker, prefix="pretrained_" if model.supervised else "")
+    return final
+
+
+def finetune(ctx) -> dict:
+    """MSGD (or conjugate gradient) on the labels; saves ``best_params.pkl`` and the filters image."""
+    run, data, model = ctx.run, ctx.prep.data, ctx.prep.model
+    if run.optimizer.name == "cg":
+        result = fit_cg(model, data, run.optimizer, run.regularization, run.trainer.max_epochs,
+                        run.trainer.eval_batch_size, ctx.callback)
+    else:
+        result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping, run.trainer.max_epochs,
+                         ctx.options, ctx.callback, ctx.state_for("finetune"))
+    log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
+             100 * result.best_valid_error, result.best_iter, 100 * result.test_error, result.epochs,
+             result.train_seconds, result.train_seconds / max(1, result.epochs))
+    artifacts.save_checkpoint(ctx.out / artifacts.CHECKPOINT, run, data, model,
+                              {"best_valid_error": result.best_valid_error, "test_error": result.test_error})
+    ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
+    if run.tracking.filters_image:
+        artifacts.save_images(ctx.out, data, model, ctx.tracker)
+    return {"best_valid_error": result.best_valid_error, "final_test_error": result.test_error,
+            "best_iter": result.best_iter, "epochs": result.epochs, "train_seconds": result.train_seconds,
+            "iterations": result.iterations}

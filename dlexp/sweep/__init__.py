@@ -1,0 +1,25 @@
+"""Sweeps: one MLflow parent run per multirun, its jobs nested under it, and a ranked table.
+
+* :mod:`.context` - a job's sweep: its parent run id (``<sweep dir>/mlflow_parent_run_id``), the tag
+  names, and the command line's swept and fixed overrides.
+* :mod:`.callback` - ``MlflowSweep``, the Hydra callback (``hydra.callbacks.mlflow_sweep`` in
+  ``conf/config.yaml``): creates the parent run before the jobs, ranks and logs its children at the end.
+* :mod:`.table` - ranking by each run's objective (its ``dlexp.objective`` tag) and the table as text,
+  Markdown and CSV.
+* :mod:`.runs` - a sweep read back from MLflow: its parent, its children, its table.
+* :mod:`.pruning` - ``pruner_for(client)``: the run's listener that stops a run falling behind the
+  sweep's finished runs (an Optuna pruner named by ``hydra.callbacks.mlflow_sweep.pruner``).
+* :mod:`.cli` - ``dlexp-sweep table <sweep id | sweep dir | parent run id>`` prints the table of any
+  sweep later; ``dlexp-sweep list`` lists the sweeps of an experiment.
+"""
+from .callback import MlflowSweep
+from .cli import main
+from .context import (CALLBACK_KEY, OBJECTIVE_TAG, PARENT_FILE, PARENT_TAG, PRUNED_TAG, SWEEP_TAG, parent_run_id,
+                      sweep_overrides)
+from .pruning import pruner_for
+from .runs import children_of, find_parent, sweep_table
+from .table import TABLE_CSV, TABLE_MD, objective, rank, table_csv, table_markdown, table_text
+
+__all__ = ["MlflowSweep", "main", "parent_run_id", "sweep_overrides", "pruner_for", "children_of", "find_parent",
+           "sweep_table", "objective", "rank", "table_text", "table_markdown", "table_csv", "SWEEP_TAG",
+           "PARENT_TAG", "PARENT_FILE", "OBJECTIVE_TAG", "PRUNED_TAG", "CALLBACK_KEY", "TABLE_CSV", "TABLE_MD"]

@@ -1,0 +1,183 @@
+"""``MlflowSweep``, the Hydra callback (``hydra.callbacks.mlflow_sweep`` in ``conf/config.yaml``):
+
+* ``on_multirun_start`` (the launching process, before any job) creates the parent run through
+  :mod:`dlexp.tracking`, so it resolves the store exactly as the jobs do (``tracking.uri``, then
+  ``$MLFLOW_TRACKING_URI``, then ``sqlite:///outputs/mlflow.db``) and a fresh sqlite store is created
+  once, before parallel jobs open it. The run id goes to ``<sweep dir>/mlflow_parent_run_id``, where
+  every job finds it (:func:`dlexp.sweep.context.parent_run_id`).
+* ``on_multirun_end`` collects the children, ranks them by their objective (:mod:`dlexp.sweep.table`),
+  prints the table, logs it to the parent as ``sweep_table.csv`` / ``sweep_table.md`` (and as the run's
+  description), logs the best child's metrics to the parent, and ends it FINISHED, or FAILED if a child
+  failed. A sweep that dies before its end still ends its parent (FAILED), from an ``atexit`` hook.
+* ``on_job_end`` (in the job's process) turns a run stopped by the sweep's pruner
+  (:class:`dlexp.train.result.Pruned`) into a completed job whose value is its objective so far, so the
+  sweeper (Optuna's or the basic one) carries on.
+"""
+import atexit
+import logging
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+
+from ..provenance import git_commit
+from .context import PARENT_FILE, SWEEP_TAG, override_key, sweep_overrides
+from .runs import sweep_table
+from .table import TABLE_CSV, TABLE_MD, fmt, table_csv, table_markdown, table_text
+
+log = logging.getLogger("dlexp")
+
+
+def _short(target) -> str:
+    """hydra_plugins.hydra_joblib_launcher.joblib_launcher.JoblibLauncher -> JoblibLauncher."""
+    return str(target or "").rsplit(".", 1)[-1]
+
+
+def _parent_params(config, swept, fixed, keys, sweep_dir) -> dict:
+    """The sweep's config as the parent run's params: sweeper, launcher, what is swept and fixed."""
+    launcher, sweeper = config.hydra.launcher, config.hydra.sweeper
+    params = {
+        "sweep.sweeper": _short(sweeper.get("_target_")),
+        "sweep.launcher": _short(launcher.get("_target_")),
+        "sweep.params": " ".join(swept) or "(none)",
+        "sweep.fixed": " ".join(o for o in fixed if not o.startswith("hydra")) or "(none)",
+        "sweep.keys": ",".join(keys),
+        "sweep.dir": str(sweep_dir),
+    }
+    for key in ("n_jobs", "n_trials", "direction", "array_parallelism", "partition"):
+        for node in (launcher, sweeper):
+            if key in node and node.get(key) is not None:
+                params[f"sweep.{key}"] = node.get(key)
+    return params
+
+
+def _write_config(config, path: Path) -> None:
+    """The composed config and the sweep's hydra sweeper, launcher and overrides, as one YAML file."""
+    from omegaconf import OmegaConf
+
+    hydra = {"sweeper": OmegaConf.to_container(config.hydra.sweeper),
+             "launcher": OmegaConf.to_container(config.hydra.launcher),
+             "overrides": OmegaConf.to_container(config.hydra.overrides)}
+    path.write_text(OmegaConf.to_yaml(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+                    + OmegaConf.to_yaml({"hydra": hydra}))
+
+
+class MlflowSweep(Callback):
+    """Hydra callback: a multirun is one MLflow parent run, with a ranked table at its end.
+
+    Extra keys of the callback's node (``pruner``: read by :func:`dlexp.sweep.pruning.pruner_for` in
+    each job) are accepted and ignored here.
+    """
+
+    def __init__(self, print_table: bool = True, **_):
+        self.print_table = print_table
+        self.tracker = None
+        self.sweep_dir = None
+        self.keys = []
+        self._open = False
+
+    def __getstate__(self):
+        """Launchers pickle the callbacks into each job (joblib, submitit): the parent's client stays here."""
+        return {**self.__dict__, "tracker": None, "_open": False}
+
+    # the launching process --------------------------------------------------
+    def on_multirun_start(self, config, **kwargs) -> None:
+        tracking = config.get("tracking")
+        if tracking is None or not tracking.get("enabled", True):
+            return
+        from omegaconf import OmegaConf
+
+        from ..tracking import Tracker, resolve_uri
+
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        swept, fixed = sweep_overrides(config)
+        self.keys = list(dict.fromkeys(override_key(o) for o in swept))
+        params = _parent_params(config, swept, fixed, self.keys, self.sweep_dir)
+        sweep_id = str(self.sweep_dir)
+        tags = {
+            SWEEP_TAG: sweep_id,
+            "dlexp.sweep_dir": str(self.sweep_dir.resolve()),
+            "dlexp.sweep": "parent",
+            "dlexp.overrides": " ".join(config.hydra.overrides.task) or "(none)",
+            "dlexp.command": " ".join(sys.argv),
+            "dlexp.git_commit": git_commit(),
+        }
+        model = OmegaConf.select(config, "model.name", default="?")
+        dataset = OmegaConf.select(config, "dataset.name", default="?")
+        name = " ".join(["sweep", str(model), str(dataset), *swept])[:240]
+        self.tracker = Tracker(resolve_uri(tracking.get("uri")), tracking.get("experiment", "dlexp"))
+        run_id = self.tracker.start(name, params, tags)
+        self._open = True
+        atexit.register(self._abort)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / PARENT_FILE).write_text(run_id + "\n")
+        _write_config(config, self.sweep_dir / "sweep_config.yaml")
+        self.tracker.log_artifact(self.sweep_dir / "sweep_config.yaml")
+        log.info("MLflow sweep: parent run %s in %s (sweep id %s)", run_id, self.tracker.uri, sweep_id)
+
+    def on_multirun_end(self, config, **kwargs) -> None:
+        if self._open:
+            self._finish(aborted=False)
+
+    def _abort(self) -> None:
+        """atexit: the sweep stopped before its end (a job raised, Ctrl-C): end the parent anyway."""
+        if self._open:
+            try:
+                self._finish(aborted=True)
+            except Exception as e:  # at exit, never raise
+                print(f"dlexp: could not end the sweep's parent run: {e}", file=sys.stderr)
+
+    def _finish(self, aborted: bool) -> None:
+        self._open = False
+        tracker = self.tracker
+        parent = tracker.client.get_run(tracker.run_id)
+        rows, metric, children = sweep_table(tracker.client, parent)
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("FINISHED", "FAILED", "KILLED", "PRUNED", "RUNNING")}
+        for name in ("optimization_results.yaml", "multirun.yaml"):
+            if (self.sweep_dir / name).is_file():
+                tracker.log_artifact(self.sweep_dir / name)
+        md = table_markdown(rows, metric)
+        (self.sweep_dir / TABLE_CSV).write_text(table_csv(rows, metric))
+        (self.sweep_dir / TABLE_MD).write_text(md)
+        tracker.log_artifact(self.sweep_dir / TABLE_CSV)
+        tracker.log_artifact(self.sweep_dir / TABLE_MD)
+        summary = {"sweep.runs": len(rows), **{f"sweep.{s.lower()}": n for s, n in counts.items()}}
+        tags = {"mlflow.note.content": f"Sweep `{tracker.run_id}`, ranked by {metric}:\n\n{md}"}
+        best = next((r for r in rows if r[metric] is not None and r["status"] != "PRUNED"), None)
+        if best is not None:
+            best_run = next(c for c in children if c.info.run_id == best["run_id"])
+            summary.update(best_run.data.metrics)
+            tags.update({"dlexp.best_run_id": best["run_id"], "dlexp.best_overrides": best["overrides"] or "(none)",
+                         "dlexp.ranked_by": metric})
+        tracker.log_metrics(summary, 0)
+        tracker.set_tags(tags)
+        # a pruned run was stopped on purpose; a failed, killed (Ctrl-C, SIGTERM) or still running one was not
+        failed = aborted or not rows or any(counts[s] for s in ("FAILED", "KILLED", "RUNNING"))
+        tracker.end("FAILED" if failed else "FINISHED")
+        if self.print_table:
+            self._print(rows, metric, best, "FAILED" if failed else "FINISHED")
+
+    def _print(self, rows, metric, best, status: str) -> None:
+        tracker, out = self.tracker, sys.stdout
+        print(f"\nSweep {self.sweep_dir} - parent run {tracker.run_id} ({status}), "
+              f"{len(rows)} runs ranked by {metric}:", file=out)
+        print(table_text(rows, metric), file=out)
+        if best is not None:
+            print(f"best: {fmt('overrides', best['overrides']) or best['run_name']} (run {best['run_id']})", file=out)
+        print(f"table: {self.sweep_dir / TABLE_MD}; later: dlexp-sweep table {tracker.run_id} "
+              f"--tracking-uri {tracker.uri}", file=out, flush=True)
+
+    # the job's process ---------------------------------------------------------
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        """A run stopped by the pruner is a completed job: its value is its objective so far."""
+        from hydra.core.utils import JobStatus
+
+        if job_return.status != JobStatus.FAILED:
+            return
+        from ..train.result import Pruned
+
+        error = getattr(job_return, "_return_value", None)
+        if isinstance(error, Pruned):
+            job_return.status = JobStatus.COMPLETED
+            job_return.return_value = error.value
+            log.info("run pruned: %s", error)

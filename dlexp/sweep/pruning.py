@@ -1,0 +1,64 @@
+"""Pruning: stop a sweep's run that falls behind the sweep's finished runs.
+
+``hydra.callbacks.mlflow_sweep.pruner`` names an Optuna pruner to instantiate (e.g.
+``optuna.pruners.MedianPruner``; ``hparams_search=optuna`` sets one). In such a sweep the run code adds
+:func:`pruner_for`'s listener beside the tracker and the progress display; at each validation it
+reports ``valid_error`` to an Optuna trial whose study holds the validation curves of the sweep's
+finished runs, read from MLflow. When the pruner says so it raises
+:class:`dlexp.train.result.Pruned` (its ``value``: the best validation error so far); the run code ends
+the run KILLED and tags it ``dlexp.pruned``, and :class:`~dlexp.sweep.callback.MlflowSweep` turns the
+job into a completed one with that value, so the sweeper carries on.
+"""
+from .context import callback_config, parent_run_id
+from .runs import children_of
+
+
+def pruner_for(client):
+    """In a sweep whose callback names a ``pruner``: a listener ``(event, metrics, step)`` that raises
+    :class:`~dlexp.train.result.Pruned` to stop the run; else (or with tracking off: no client) None."""
+    if client is None:
+        return None
+    parent = parent_run_id()
+    if not parent:
+        return None
+    spec = callback_config().get("pruner")
+    if not spec:
+        return None
+    return OptunaPruning(spec, client, parent)
+
+
+class OptunaPruning:
+    """Ask an Optuna pruner whether this run falls behind the sweep's finished runs at this step."""
+
+    def __init__(self, spec, client, parent: str):
+        self.spec, self.client, self.parent = spec, client, parent
+        self.trial = None
+        self.best = float("inf")
+
+    def _start(self):
+        import optuna
+        from hydra.utils import instantiate
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="minimize", pruner=instantiate(self.spec))
+        for run in children_of(self.client, self.client.get_run(self.parent)):
+            if run.info.status != "FINISHED" or "best_valid_error" not in run.data.metrics:
+                continue
+            history = self.client.get_metric_history(run.info.run_id, "valid_error")
+            study.add_trial(optuna.trial.create_trial(
+                state=optuna.trial.TrialState.COMPLETE, value=run.data.metrics["best_valid_error"],
+                params={}, distributions={}, intermediate_values={h.step: h.value for h in history}))
+        self.trial = study.ask()
+
+    def __call__(self, event: str, metrics: dict, step: int) -> None:
+        if event != "validation" or "valid_error" not in metrics:
+            return
+        if self.trial is None:
+            self._start()
+        value = float(metrics["valid_error"])
+        self.best = min(self.best, value)
+        self.trial.report(value, step)
+        if self.trial.should_prune():
+            from ..train.result import Pruned
+
+            raise Pruned(f"at step {step}: valid_error {value:.4f} behind the sweep's finished runs", self.best)

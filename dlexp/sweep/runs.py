@@ -1,0 +1,51 @@
+"""Reading a sweep from MLflow: its parent run (by run id, sweep id or sweep directory), its children,
+and its ranked table."""
+from pathlib import Path
+
+from ..provenance import is_run_id
+from .context import PARENT_FILE, PARENT_TAG, SWEEP_TAG
+from .table import rank
+
+
+def children_of(client, parent) -> list:
+    """Every run nested under ``parent`` (any status, deleted ones too), in pages of 1000."""
+    from mlflow.entities import ViewType
+
+    runs, token = [], None
+    while True:
+        page = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
+                                  run_view_type=ViewType.ALL, max_results=1000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def find_parent(client, ref: str):
+    """A sweep's parent run from its run id, its sweep id (tag), or its sweep directory."""
+    from mlflow.entities import ViewType
+
+    path = Path(ref) / PARENT_FILE
+    if path.is_file():
+        ref = path.read_text().strip()
+    if is_run_id(ref):
+        try:
+            return client.get_run(ref)
+        except Exception:
+            pass
+    experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ALL)]
+    quoted = ref.replace("'", "\\'")
+    for i in range(0, len(experiments), 100):
+        runs = client.search_runs(experiments[i:i + 100], f"tags.`{SWEEP_TAG}` = '{quoted}'",
+                                  run_view_type=ViewType.ALL, order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            return runs[0]
+    raise LookupError(f"no sweep {ref!r}: not a parent run id, a sweep id or a sweep directory")
+
+
+def sweep_table(client, parent):
+    """(rows, metric, children) of a sweep's parent run."""
+    children = children_of(client, parent)
+    keys = [k for k in parent.data.params.get("sweep.keys", "").split(",") if k]
+    rows, metric = rank(children, keys)
+    return rows, metric, children

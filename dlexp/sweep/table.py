@@ -1,0 +1,168 @@
+"""A sweep's ranked table: its runs best first, as text (the terminal), Markdown and CSV.
+
+Runs are ranked by their objective: the ``dlexp.objective`` tag each run carries (``<metric>:<direction>``,
+e.g. ``best_valid_error:min``, or ``final_cost:max`` for a cost that is a likelihood), else
+``best_valid_error`` when any run has it, else ``final_cost`` (lowest first). Runs without the metric
+(failed ones) and pruned runs come last.
+"""
+import csv
+import io
+import math
+import re
+
+from .context import OBJECTIVE_TAG, PRUNED_TAG, override_key
+
+TABLE_CSV = "sweep_table.csv"
+TABLE_MD = "sweep_table.md"
+
+HEADERS = {"rank": "rank", "overrides": "overrides", "best_valid_error": "best valid error",
+           "final_cost": "final cost", "test_error": "test error", "epochs": "epochs", "seconds": "seconds",
+           "status": "status", "run_id": "run"}
+
+
+def objective(children) -> tuple:
+    """(metric, direction) to rank by: the runs' ``dlexp.objective`` tag, else the metrics they have."""
+    for run in children:
+        metric, _, direction = run.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")
+        if metric and direction in ("min", "max"):
+            return metric, direction
+    if any("best_valid_error" in r.data.metrics for r in children) or not children:
+        return "best_valid_error", "min"
+    return "final_cost", "min"
+
+
+def _override_values(run, keys) -> str:
+    """The run's values of the swept keys, as ``key=value`` (from its overrides tag, else its params)."""
+    tag = run.data.tags.get("dlexp.overrides", "")
+    # split "a=1 b=[1, 2] c=x" at the spaces that start a new key=
+    parts = [p for p in re.split(r" (?=[+~]{0,2}[\w./@-]+=)", tag) if p and p != "(none)"]
+    if not keys:
+        return " ".join(parts)
+    found = {override_key(p): p.lstrip("+~") for p in parts}
+    shown = []
+    for k in keys:
+        if k in found:
+            shown.append(found[k])
+        elif k in run.data.params:
+            shown.append(f"{k}={run.data.params[k]}")
+        elif f"{k}.name" in run.data.params:  # a config group: model=mlp
+            shown.append(f"{k}={run.data.params[f'{k}.name']}")
+    return " ".join(shown)
+
+
+def _seconds(run):
+    m = run.data.metrics
+    if "train_seconds" in m or "pretrain_seconds" in m:
+        return m.get("train_seconds", 0.0) + m.get("pretrain_seconds", 0.0)
+    if run.info.end_time and run.info.start_time:
+        return (run.info.end_time - run.info.start_time) / 1000
+    return None
+
+
+def _float(text):
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def status(run) -> str:
+    """The run's MLflow status, or PRUNED for a run the sweep's pruner stopped."""
+    if run.data.tags.get(PRUNED_TAG):
+        return "PRUNED"
+    return run.info.status
+
+
+def rank(children, keys=()) -> tuple:
+    """(rows best first, metric): rank, overrides, the objective, test error, epochs, seconds, status, run."""
+    metric, direction = objective(children)
+    sign = -1 if direction == "max" else 1
+
+    def sort_key(run):
+        value = run.data.metrics.get(metric)
+        missing = value is None or math.isnan(value)
+        return (missing, status(run) == "PRUNED", 0.0 if missing else sign * value, run.info.start_time or 0)
+
+    rows = []
+    for i, run in enumerate(sorted(children, key=sort_key), 1):
+        m = run.data.metrics
+        rows.append({
+            "rank": i,
+            "overrides": _override_values(run, keys),
+            metric: m.get(metric),
+            "test_error": m.get("final_test_error"),
+            "epochs": m.get("epochs", _float(run.data.params.get("model.pretrain_epochs"))),
+            "seconds": _seconds(run),
+            "status": status(run),
+            "run_id": run.info.run_id,
+            "run_name": run.info.run_name,
+        })
+    return rows, metric
+
+
+def _short_numbers(overrides: str) -> str:
+    """optimizer.lr=0.0003754553966912878 -> optimizer.lr=0.0003755 (Optuna's samples, for reading)."""
+    def short(m):
+        text = m.group(0)
+        return f"{float(text):.4g}" if len(text) > 8 else text
+    return re.sub(r"(?<==)-?\d*\.\d+(?:[eE][-+]?\d+)?(?=\s|$)", short, overrides)
+
+
+def fmt(key, value) -> str:
+    """One cell, for reading: errors in %, epochs whole, numbers to 4 digits, ``-`` for none."""
+    if key == "overrides":
+        return _short_numbers(value or "")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if key in ("best_valid_error", "test_error"):
+        return f"{100 * value:.2f} %"
+    if key == "epochs":
+        return f"{value:.0f}"
+    if key == "seconds":
+        return f"{value:.1f}"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def _header(column: str) -> str:
+    return HEADERS.get(column, column.replace("_", " "))
+
+
+def _columns(metric):
+    return ["rank", "overrides", metric, "test_error", "epochs", "seconds", "status", "run_id"]
+
+
+def table_text(rows, metric) -> str:
+    cols = _columns(metric)
+    cells = [[_header(c) for c in cols]]
+    cells += [[fmt(c, r[c]) if c != "run_id" else r[c][:12] for c in cols] for r in rows]
+    widths = [max(len(row[j]) for row in cells) for j in range(len(cols))]
+    left = {"overrides", "status", "run_id"}
+    lines = []
+    for n, row in enumerate(cells):
+        lines.append("  ".join(v.ljust(w) if cols[j] in left else v.rjust(w) for j, (v, w) in enumerate(zip(row, widths)))
+                     .rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def table_markdown(rows, metric) -> str:
+    cols = _columns(metric)
+    out = ["| " + " | ".join(_header(c) for c in cols) + " |",
+           "| " + " | ".join("---" if c in ("overrides", "status", "run_id") else "---:" for c in cols) + " |"]
+    for r in rows:
+        out.append("| " + " | ".join((f"`{fmt(c, r[c])}`" if r[c] else "") if c == "overrides" else fmt(c, r[c])
+                                     for c in cols) + " |")
+    return "\n".join(out) + "\n"
+
+
+def table_csv(rows, metric) -> str:
+    buf = io.StringIO()
+    cols = _columns(metric) + ["run_name"]
+    writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for r in rows:
+        writer.writerow({c: "" if r[c] is None else r[c] for c in cols})
+    return buf.getvalue()

@@ -1,0 +1,202 @@
+"""A tracked run: its MLflow run started with params and provenance tags, and ended exactly once.
+
+:func:`tracked_run` is the one place where a run's end is decided:
+
+* the body returns: FINISHED, its final metrics logged, its saved training state removed;
+* Ctrl-C / SIGTERM (``KeyboardInterrupt``): KILLED, with the command that resumes it;
+* a sweep's pruner (:class:`Pruned`): KILLED, tagged ``dlexp.pruned``;
+* divergence (:class:`Diverged`): FAILED, the best model before it saved;
+* anything else: FAILED, with ``dlexp.error`` = the exception.
+
+Listeners (tracker, progress, a sweep's pruner) receive every ``(event,
+metrics, step)`` the trainer reports; the loop options carry the checkpoint
+hook (state saved atomically, flushed metrics first) and the signal flag.
+"""
+import contextlib
+import logging
+import math
+import signal
+import sys
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from . import artifacts, resume
+from .progress import Progress
+from .provenance import git_commit, versions
+from .sweep import parent_run_id, pruner_for
+from .tracking import build_tracker
+from .train.loop import LoopOptions
+from .train.result import Diverged, Pruned
+from .train.state import StopRequest
+
+log = logging.getLogger("dlexp")
+
+
+@dataclass
+class RunContext:
+    """What the phases of a run share: config, ingredients, where things go, the listeners, the state."""
+
+    run: object
+    prep: object
+    out: Path
+    tracker: object
+    run_id: Optional[str]
+    state: Optional[dict]
+    options: LoopOptions
+    state_file: Path
+    progress: Progress
+    listeners: list = field(default_factory=list)
+    final: dict = field(default_factory=dict)
+
+    @property
+    def phase(self):
+        return self.state["phase"] if self.state else None
+
+    def state_for(self, phase):
+        """The saved state if the run stopped in ``phase``, else None."""
+        return self.state if self.phase == phase else None
+
+    def callback(self, event: str, metrics: dict, step: int) -> None:
+        for listener in self.listeners:
+            listener(event, metrics, step)
+
+    def log_file(self, name: str, artifact_dir: str) -> None:
+        self.tracker.log_artifact(self.out / name, artifact_dir)
+
+
+def flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+    return out
+
+
+def run_name(run, overrides) -> str:
+    hidden = ("model=", "dataset=", "tracking.", "trainer.progress", "hydra.", "hydra/")
+    shown = [o for o in overrides if not o.lstrip("+~").startswith(hidden)]
+    return " ".join([run.model.name, run.dataset.name, *shown])
+
+
+def run_tags(run, prep, overrides, out, params, state) -> dict:
+    """Reproducibility: overrides, commit, device, versions, data checksum, command; sweep and resume links."""
+    device = prep.device
+    tags = {
+        "dlexp.overrides": " ".join(overrides) or "(none)",
+        "dlexp.git_commit": git_commit(),
+        "dlexp.device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        "dlexp.torch_version": torch.__version__,
+        "dlexp.versions": " ".join(f"{k}={v}" for k, v in versions().items()),
+        "dlexp.data_checksum": prep.dataset.checksum,
+        "dlexp.data_source": prep.dataset.source,
+        "dlexp.command": " ".join(sys.argv),
+        "dlexp.output_dir": str(out.resolve()),
+        "dlexp.config_key": resume.config_key(params),
+        "dlexp.objective": ":".join(prep.model.objective()),
+    }
+    if run.trainer.resume:
+        where = state and (state.get("position") or state["loop"]["position"])
+        tags["dlexp.resumed_from"] = (f"{state['phase']} iteration {where['it'] + 1}, epoch {where['epoch']}"
+                                      + (f", layer {state['layer']}" if "layer" in state else "")
+                                      if state else "the start")
+    if prep.pretrained_path:
+        tags["dlexp.pretrained_from"] = prep.pretrained_path
+    parent = parent_run_id()
+    if parent:
+        tags["mlflow.parentRunId"] = parent
+    return tags
+
+
+@contextlib.contextmanager
+def stop_on_signals(stop: StopRequest):
+    """Ctrl-C and SIGTERM (a scheduler's or ``kill``'s stop) go to ``stop``: a training loop saves its
+    state and stops; the run is marked KILLED, never left RUNNING."""
+    try:
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _open(run, prep, composed_yaml, overrides, out) -> RunContext:
+    """Start (or continue) the MLflow run and wire the listeners and the checkpoint hook."""
+    tracker = build_tracker(run.tracking)
+    params = flatten(asdict(run))
+    resume_id, state = resume.find(run.trainer.resume, tracker, params, out)
+    tags = run_tags(run, prep, overrides, out, params, state)
+    (out / "config.yaml").write_text(composed_yaml)
+    (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
+    run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
+    if run_id:
+        log.info("MLflow run %s in %s", run_id, tracker.uri)
+    local_artifacts = tracker.local_artifact_dir(run_id) if run_id else None
+    state_file = resume.state_path(local_artifacts, out)
+    upload = run_id is not None and local_artifacts is None  # a remote artifact store gets a copy
+
+    def on_checkpoint(training_state):
+        tracker.flush()  # the metrics up to this state are in the store before the state is
+        resume.save(state_file, training_state, run_id, params)
+        if upload:
+            tracker.log_artifact(state_file, "state")
+
+    t = run.trainer
+    options = LoopOptions(shuffle=t.shuffle, seed=t.seed, checkpoint_every=t.checkpoint_every,
+                          on_checkpoint=on_checkpoint, stop=StopRequest(), compile=t.compile, precision=t.precision,
+                          eval_batch_size=t.eval_batch_size)
+    ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file, Progress(t.progress, t.max_epochs))
+    pruner = pruner_for(tracker.client)
+    ctx.listeners = [tracker, ctx.progress] + ([pruner] if pruner else [])
+    return ctx
+
+
+def _end(ctx, status: str, error: str = None) -> None:
+    ctx.progress.close()
+    if error and ctx.run_id:
+        ctx.tracker.set_tags({"dlexp.error": error} if status == "FAILED" else {"dlexp.pruned": error})
+    ctx.tracker.end(status)
+
+
+@contextlib.contextmanager
+def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
+    """Yield the RunContext of a started run; end it FINISHED, KILLED or FAILED (see the module doc)."""
+    ctx = _open(run, prep, composed_yaml, overrides, out)
+    with stop_on_signals(ctx.options.stop):
+        try:
+            ctx.log_file("config.yaml", None)
+            ctx.log_file("overrides.txt", None)
+            yield ctx
+            ctx.progress.close()
+            ctx.tracker.log_metrics(ctx.final, ctx.final.get("iterations", 0))
+        except KeyboardInterrupt:
+            _end(ctx, "KILLED")
+            if ctx.run_id and ctx.state_file.exists():
+                log.warning("run %s KILLED; continue it with: dlexp %s trainer.resume=%s", ctx.run_id,
+                            " ".join(o for o in overrides if not o.startswith("trainer.resume=")), ctx.run_id)
+            raise
+        except Pruned as e:
+            _end(ctx, "KILLED", str(e))
+            raise
+        except Diverged as e:
+            message = f"{e} (model={run.model.name})"
+            if math.isfinite(e.best_valid_error):  # the best model before the divergence is kept
+                artifacts.save_checkpoint(out / artifacts.CHECKPOINT, run, prep.data, prep.model,
+                                          {"best_valid_error": e.best_valid_error, "test_error": e.test_error})
+                ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
+            _end(ctx, "FAILED", f"Diverged: {message}")
+            raise Diverged(message) from None
+        except BaseException as e:
+            _end(ctx, "FAILED", f"{type(e).__name__}: {e}")
+            raise
+        ctx.tracker.end("FINISHED")
+        ctx.state_file.unlink(missing_ok=True)  # finished: nothing to resume
+    if ctx.run_id:
+        log.info("outputs in %s; view with: mlflow ui --backend-store-uri %s", out, ctx.tracker.uri)
+
