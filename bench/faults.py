@@ -15,7 +15,10 @@ Every run is a ``dlexp`` subprocess in a temp dir with its own sqlite MLflow sto
 4. Bad config values: non-zero exit, one stderr line naming the value, no MLflow run.
 5. Malicious pickles (``dlexp-predict``, ``trainer.resume``): refused, the marker file never appears.
 6. A truncated and a mismatched state file given to ``trainer.resume``: exit 2, a clear one-line error.
-7. At the end no run in the store may still be RUNNING.
+7. The faults of ordinary use (bench/faults_use.py): runs started together on a fresh and an existing
+   store, a store creation hitting a file-size limit, a sweep with a diverging job, a sweep with an
+   invalid value, Hydra-level mistakes, unusable tracking URIs, bad ``dlexp-predict`` input.
+8. At the end no run in the store may still be RUNNING.
 
 Prints the report (Markdown; also written to --out unless --no-write); exit 0 iff every expectation held.
 """
@@ -36,6 +39,8 @@ from pathlib import Path
 import numpy as np
 
 from dlexp import checkpoint
+
+from . import faults_use
 
 COMMON = ["dataset=digits", "trainer.progress=log", "trainer.threads=1"]
 MODELS = {  # overrides, the parameters artifact compared after a resume
@@ -243,7 +248,7 @@ class Faults:
         rc, err = self.dlexp(args, experiment)
         lines, created = err.strip().splitlines(), len(self.runs(experiment)) - before
         hits = [line for line in lines if all(n in line for n in needles)]
-        one_line = len(lines) == 1 if code == 2 else bool(hits)  # Hydra's error goes on to list the options
+        one_line = len(lines) == 1
         ok = rc == code and hits and one_line and "Traceback" not in err and not created
         ok = ok and not (marker and marker.exists())
         self.record(fault, target, ok, (hits or [last_line(err)])[0] + ("" if ok else f" [{ended(rc)}, {len(lines)} "
@@ -254,8 +259,7 @@ class Faults:
             args = overrides.split()
             key, value = args[-1].split("=", 1)
             digits = [] if any(a.startswith("dataset=") for a in args) else ["dataset=digits"]
-            # an unknown option of a config group (model=nope) is Hydra's own error, which exits 1
-            self.refused("bad input", overrides, digits + args, (key, value), 2 if "." in key else 1)
+            self.refused("bad input", overrides, digits + args, (key, value), 2)
 
     def malicious(self):
         marker, evil = self.tmp / "pwned", self.tmp / "evil"
@@ -282,8 +286,15 @@ class Faults:
                                                        f"trainer.resume={saved}"], ["optimizer.lr"])
 
     def still_running(self) -> int:
-        ids = [e.experiment_id for e in self.client.search_experiments()]
-        return len(self.client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=1000))
+        """Runs left RUNNING in any store the faults used."""
+        from mlflow.tracking import MlflowClient
+
+        count = 0
+        for db in self.tmp.rglob("mlflow.db"):
+            client = MlflowClient(f"sqlite:///{db}")
+            ids = [e.experiment_id for e in client.search_experiments()]
+            count += len(client.search_runs(ids, "attributes.status = 'RUNNING'", max_results=1000)) if ids else 0
+        return count
 
 
 def report(f: Faults, running: int, seconds: float) -> str:
@@ -342,6 +353,7 @@ def main(argv=None) -> int:
         f.bad_inputs()
         f.malicious()
         f.corrupt_state()
+        faults_use.run_all(f)
         running = f.still_running()
     finally:
         print(f"kept {tmp}" if args.keep else "", file=sys.stderr)

@@ -32,6 +32,12 @@ class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
     """A pickle that asks for a global outside the allow-list (e.g. ``os.system``)."""
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
     """Yield a temp file next to ``path``; on success fsync and rename it onto ``path``.
@@ -44,6 +50,7 @@ def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:

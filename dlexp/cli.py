@@ -4,51 +4,117 @@
     dlexp experiment=tutorial_lenet
     dlexp -m model=mlp optimizer.lr=0.1,0.01,0.001
     dlexp --help / dlexp --cfg job
+
+Every mistake ends in one line, ``dlexp: error: <what, the bad value, what is
+allowed>``, exit 2: dlexp's own checks and Hydra's composition errors alike
+(Hydra's report is replaced by :func:`_one_line`; ``HYDRA_FULL_ERROR=1`` keeps
+the full trace). A run that fails ends with one line and exit 1; Ctrl-C or
+SIGTERM with ``dlexp: stopped (...)`` and exit 130, at any moment. Heavy
+imports happen inside :func:`main`, so an early Ctrl-C is handled too.
 """
-import logging
+import os
 import sys
-from pathlib import Path
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from .composition import CONFIG_PATH, GROUPS, hydra_message, options
 
-from .config import ConfigError, register_configs, validate
-
-log = logging.getLogger("dlexp")
-
-_HERE = Path(__file__).resolve().parent
-# Installed: the tree ships as dlexp/conf; in a source checkout it is ../conf.
-CONFIG_PATH = str(_HERE / "conf" if (_HERE / "conf" / "config.yaml").exists() else _HERE.parent / "conf")
-
-register_configs()
+def help_text() -> str:
+    lines = ["dlexp: the Deep Learning Tutorials as Hydra-configured, MLflow-tracked runs.", "",
+             "usage: dlexp [group=option ...] [key=value ...]      one run",
+             "       dlexp -m key=v1,v2 [key=v1,v2 ...]             a sweep (one run per combination)",
+             "       dlexp --cfg job [overrides]                    the composed config, without running", "",
+             "config groups (group=option):"]
+    lines += [f"  {g + ':':16} {', '.join(options(g))}" for g in GROUPS]
+    lines += ["", "keys: dlexp --cfg job shows every key with its value; README.md explains them.",
+              "      dlexp --hydra-help shows Hydra's own flags."]
+    return "\n".join(lines)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")
-def main(cfg: DictConfig) -> float:
-    from .checkpoint import CheckpointError
-    from .data.device import DeviceError
-    from .data.formats import DataError
-    from .tracking import TrackingError
-    from .train.result import Diverged
+def fail(message: str, code: int = 2):
+    print(f"dlexp: error: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def _one_line(func):
+    """Replaces Hydra's ``run_and_report``: any exception that escapes Hydra ends in one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from .config import ConfigError
+
+    try:
+        return func()
+    except Exception as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        if isinstance(e, ConfigError):
+            fail(str(e))
+        if isinstance(e, (HydraException, OmegaConfBaseException)):
+            fail(hydra_message(e))
+        _fail_if_all_jobs_failed()  # e.g. Optuna's "No trials are completed yet" after every trial failed
+        fail(f"{type(e).__name__}: {e} (HYDRA_FULL_ERROR=1 shows the trace)", 1)
+
+
+def _fail_if_all_jobs_failed() -> None:
+    """A multirun exits non-zero only if every job failed (the sweep callback said how many did)."""
+    from .sweep import multirun_outcome
+
+    outcome = multirun_outcome()
+    if outcome and outcome[1] and outcome[0] == outcome[1]:
+        fail(f"all {outcome[1]} jobs of the sweep failed", 1)
+
+
+def _job(cfg) -> float:
+    """Hydra's task function: validate, run, and turn dlexp's errors into one line (or, in a sweep, a
+    failed job that the sweep callback records while the sweep goes on)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    from .config import validate
+    from .errors import exit_code, message
 
     hc = HydraConfig.get()
     try:
+        schemas = [f"{g}={c}" for g, c in hc.runtime.choices.items() if str(c).startswith("_schema")]
+        if schemas:
+            from .config import ConfigError
+
+            raise ConfigError(f"{schemas[0]} is not allowed: schemas are not options "
+                              f"(one of {', '.join(options(schemas[0].split('=')[0]))})")
         run = validate(cfg)
         from .experiment import run_experiment
 
         final = run_experiment(run, OmegaConf.to_yaml(cfg), list(hc.overrides.task), hc.runtime.output_dir)
-    except (ConfigError, DataError, DeviceError, CheckpointError, TrackingError) as e:
-        print(f"dlexp: error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: the run is marked KILLED
-        print(f"dlexp: stopped ({e or 'interrupted'})", file=sys.stderr)
-        sys.exit(130)
-    except (Diverged, OSError) as e:  # the run is marked FAILED with the reason as a tag
-        print(f"dlexp: error: {e}", file=sys.stderr)
-        sys.exit(1)
+    except Exception as e:
+        if hc.mode == RunMode.MULTIRUN:
+            raise  # the sweep's callback records the job as FAILED; the sweep goes on
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        fail(message(e), exit_code(e))
     # the sweep objective (e.g. for Optuna): validation error, or the final cost of an unsupervised model
     return final.get("best_valid_error", final.get("final_cost"))
+
+
+def main() -> None:
+    """The console entry point."""
+    try:
+        if any(a in ("--help", "-h") for a in sys.argv[1:]):
+            print(help_text())
+            return
+        import hydra
+        import hydra._internal.utils as hydra_utils
+
+        from .config import register_configs
+        from .rundir import register_resolvers
+
+        register_configs()
+        register_resolvers()
+        hydra_utils.run_and_report = _one_line
+        hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(_job)()
+        _fail_if_all_jobs_failed()
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a started run is marked KILLED
+        print(f"dlexp: stopped ({str(e) or 'interrupted'})", file=sys.stderr)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

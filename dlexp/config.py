@@ -10,7 +10,7 @@ key, the value and what is allowed, before any data is read or any run made.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import List, Optional
 
 from hydra.core.config_store import ConfigStore
@@ -41,6 +41,8 @@ class DatasetConfig:
 
     def __post_init__(self) -> None:
         one_of("dataset.name", self.name, ("mnist", "fashion_mnist", "digits"))
+        check(self.path is None or self.name != "digits", "dataset.path", self.path,
+              "null with dataset=digits (scikit-learn's own copy is read)")
         check(self.device_chunk is None or self.device_chunk >= 1, "dataset.device_chunk", self.device_chunk,
                "null or >= 1")
         for key in ("max_train", "max_valid", "max_test"):
@@ -210,9 +212,18 @@ def validate(cfg: DictConfig) -> RunConfig:
     missing = [g for g in ("model", *GROUPS) if g not in cfg]
     if missing:
         raise ConfigError(f"config groups missing: {', '.join(missing)}")
+    extra = [k for k in cfg if k not in ("model", "hydra", *GROUPS)]  # (a config composed with its hydra node)
+    if extra:
+        raise ConfigError(f"{extra[0]} is not a config key: the groups are model, {', '.join(GROUPS)}")
     model_schema = config_class(cfg.model.get("name"))
 
     def build(schema, node, key):
+        known = {f.name for f in fields(schema)}
+        unknown = [k for k in node if k not in known]
+        if unknown:  # e.g. +optimizer.foo=1: Hydra adds it, nothing would read it
+            raise ConfigError(f"{key}.{unknown[0]} is not a key of {key}"
+                              f"{'=' + str(node.get('name')) if key == 'model' else ''}: "
+                              f"one of {', '.join(sorted(known))}")
         merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         try:
             return OmegaConf.to_object(merged)

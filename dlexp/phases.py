@@ -49,6 +49,7 @@ def finetune(ctx) -> dict:
     else:
         result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping, run.trainer.max_epochs,
                          ctx.options, ctx.callback, ctx.state_for("finetune"))
+    ctx.progress.close()  # the bar ends before the summary line
     log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
              100 * result.best_valid_error, result.best_iter, 100 * result.test_error, result.epochs,
              result.train_seconds, result.train_seconds / max(1, result.epochs))

@@ -18,7 +18,7 @@ from .data import load_dataset
 from .data.device import resolve_device, to_device
 from .models import build_model, check_model
 from .models.base import PretrainConfig
-from .tracking import check_reachable
+from .store import check_reachable
 
 
 @dataclass

@@ -1,7 +1,12 @@
 """Progress on the console: a bar with live validation error on a terminal, log lines otherwise.
 
 Log lines come at most every ``interval`` seconds; every value is in MLflow.
+While the bar is shown, log records go through tqdm (``logging_redirect_tqdm``)
+so they print above the bar instead of onto its line; the bar appears with
+the first training epoch (none for a run that only pretrains) and is closed
+before the run's summary line.
 """
+import contextlib
 import logging
 import sys
 import time
@@ -13,17 +18,23 @@ class Progress:
     """Receives the trainer's ``(event, metrics, step)`` callbacks and shows them."""
 
     def __init__(self, mode: str, max_epochs: int, stream=None, interval: float = 2.0):
-        stream = stream or sys.stderr
+        self.stream = stream or sys.stderr
         if mode == "auto":
-            mode = "bar" if stream.isatty() else "log"
-        self.mode, self.bar = mode, None
-        if mode == "bar":
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=max_epochs, unit="epoch", file=stream, dynamic_ncols=True)
+            mode = "bar" if self.stream.isatty() else "log"
+        self.mode, self.max_epochs, self.bar = mode, max_epochs, None
+        self._redirect = contextlib.ExitStack()
         self.interval, self.last_line = interval, -float("inf")
 
+    def _open_bar(self):
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self.bar = tqdm(total=self.max_epochs, unit="epoch", file=self.stream, dynamic_ncols=True)
+        self._redirect.enter_context(logging_redirect_tqdm(loggers=[logging.root, log]))
+
     def __call__(self, event: str, metrics: dict, step: int) -> None:
+        if event in ("validation", "epoch") and self.mode == "bar" and self.bar is None:
+            self._open_bar()
         if event == "validation":
             if self.bar is not None:
                 self.bar.set_postfix(valid=f"{100 * metrics['valid_error']:.2f}%",
@@ -41,5 +52,8 @@ class Progress:
             self.bar.update(1)
 
     def close(self) -> None:
+        """Close the bar (at the epochs it reached) and give logging its own handlers back; idempotent."""
         if self.bar is not None:
             self.bar.close()
+            self.bar = None
+        self._redirect.close()

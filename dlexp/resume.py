@@ -79,15 +79,18 @@ def find(source, tracker, params: dict, out: Path):
     if run.info.status == "FINISHED":
         raise ConfigError(f"trainer.resume={source!r}: run {source_run} is FINISHED; nothing to resume")
     path = state_path(tracker.local_artifact_dir(source_run), out)
-    if not path.is_file():
+    if path.is_file():
+        log.info("resuming run %s from %s", source_run, path)
+        return source_run, _load(path, source, params)
+    with tempfile.TemporaryDirectory(prefix="dlexp-state-") as tmp:  # a remote artifact store: a copy, removed
         try:
-            path = tracker.download_artifact(source_run, f"state/{STATE}", tempfile.mkdtemp(prefix="dlexp-state-"))
+            path = tracker.download_artifact(source_run, f"state/{STATE}", tmp)
         except Exception:
             log.info("run %s saved no training state before it stopped; training it again from the start",
                      source_run)
             return source_run, None
-    log.info("resuming run %s from %s", source_run, path)
-    return source_run, _load(path, source, params)
+        log.info("resuming run %s from its artifact state/%s", source_run, STATE)
+        return source_run, _load(path, source, params)
 
 
 def save(path: Path, state: dict, run_id, params: dict) -> None:

@@ -30,7 +30,7 @@ from .sweep import parent_run_id, pruner_for
 from .tracking import build_tracker
 from .train.loop import LoopOptions
 from .train.result import Diverged, Pruned
-from .train.state import StopRequest
+from .train.state import StopRequest, polling
 
 log = logging.getLogger("dlexp")
 
@@ -126,7 +126,7 @@ def stop_on_signals(stop: StopRequest):
             signal.signal(sig, handler)
 
 
-def _open(run, prep, composed_yaml, overrides, out) -> RunContext:
+def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     """Start (or continue) the MLflow run and wire the listeners and the checkpoint hook."""
     tracker = build_tracker(run.tracking)
     params = flatten(asdict(run))
@@ -149,7 +149,7 @@ def _open(run, prep, composed_yaml, overrides, out) -> RunContext:
 
     t = run.trainer
     options = LoopOptions(shuffle=t.shuffle, seed=t.seed, checkpoint_every=t.checkpoint_every,
-                          on_checkpoint=on_checkpoint, stop=StopRequest(), compile=t.compile, precision=t.precision,
+                          on_checkpoint=on_checkpoint, stop=stop, compile=t.compile, precision=t.precision,
                           eval_batch_size=t.eval_batch_size)
     ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file, Progress(t.progress, t.max_epochs))
     pruner = pruner_for(tracker.client)
@@ -167,9 +167,13 @@ def _end(ctx, status: str, error: str = None) -> None:
 @contextlib.contextmanager
 def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
     """Yield the RunContext of a started run; end it FINISHED, KILLED or FAILED (see the module doc)."""
-    ctx = _open(run, prep, composed_yaml, overrides, out)
-    with stop_on_signals(ctx.options.stop):
+    stop = StopRequest()
+    with stop_on_signals(stop):
+        with polling(stop):  # a signal while the run is being created only sets the flag ...
+            ctx = _open(run, prep, composed_yaml, overrides, out, stop)
         try:
+            if stop.requested:  # ... and the run, now created, ends KILLED
+                raise KeyboardInterrupt("stopped while starting the run")
             ctx.log_file("config.yaml", None)
             ctx.log_file("overrides.txt", None)
             yield ctx
@@ -197,6 +201,8 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
             raise
         ctx.tracker.end("FINISHED")
         ctx.state_file.unlink(missing_ok=True)  # finished: nothing to resume
+        with contextlib.suppress(OSError):
+            ctx.state_file.parent.rmdir()  # and no empty state/ folder among the artifacts
     if ctx.run_id:
         log.info("outputs in %s; view with: mlflow ui --backend-store-uri %s", out, ctx.tracker.uri)
 

@@ -14,6 +14,9 @@ lock that cannot be upgraded) or after the timeout under heavy load. Every
 client call is therefore retried with exponential backoff and jitter on that
 error, as MLflow's own store does for database deadlocks; a failed write is
 rolled back, so a retry never records anything twice.
+
+The store itself (which URIs, a sqlite store built once under a lock) is
+:mod:`dlexp.store`.
 """
 import functools
 import logging
@@ -25,9 +28,11 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .store import artifact_root, check_existing, check_uri, prepare_store, resolve_uri
+
 log = logging.getLogger("dlexp")
 
-for _name in ("alembic", "mlflow.store.db.utils"):
+for _name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
     logging.getLogger(_name).setLevel(logging.WARNING)
 
 
@@ -65,9 +70,15 @@ def retry_locked(fn, *args, _deadline_s=None, **kwargs):
 
 
 class RetryingClient:
-    """An MlflowClient whose every method retries on a locked sqlite store."""
+    """An MlflowClient whose every method retries on a locked sqlite store; a sqlite store is made
+    complete first (:func:`prepare_store`)."""
 
-    def __init__(self, uri: str):
+    def __init__(self, uri: str, create: bool = True):
+        if create:
+            check_uri(uri)
+            prepare_store(uri)
+        else:  # a reader: the store must be there already
+            check_existing(uri)
         self._client = retry_locked(MlflowClient, tracking_uri=uri)
 
     def __getattr__(self, name):
@@ -79,54 +90,13 @@ class RetryingClient:
         return functools.partial(retry_locked, attr)
 
 
-def resolve_uri(uri=None, cwd=None) -> str:
-    """tracking.uri, else $MLFLOW_TRACKING_URI, else sqlite under ./outputs."""
-    if uri:
-        return uri
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"]
-    out = Path(cwd or os.getcwd()).resolve() / "outputs"
-    out.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{out / 'mlflow.db'}"
-
-
-class TrackingError(ValueError):
-    """The tracking store cannot be used; the message is one line and names the URI."""
-
-
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast when ``uri`` is an MLflow server that does not answer (MLflow's own client would retry
-    for minutes before the first metric)."""
-    import urllib.error
-    import urllib.request
-
-    if not uri.startswith(("http://", "https://")):
-        return
-    try:
-        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout).close()
-    except urllib.error.HTTPError:
-        return  # it answers (a proxy or an older server without /health)
-    except (urllib.error.URLError, OSError) as e:
-        reason = getattr(e, "reason", e)
-        raise TrackingError(f"tracking.uri={uri}: no MLflow server answers there ({reason}); start one "
-                            "(mlflow server), leave tracking.uri unset for the embedded store, or use "
-                            "tracking=none") from None
-
-
-def _artifact_root(uri: str):
-    """For a sqlite store, artifacts live beside the database file."""
-    if uri.startswith("sqlite:///"):
-        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts").as_uri()
-    return None
-
-
 def get_or_create_experiment(client, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
         # the MLflow UI opens an experiment of this kind on its training-runs view (not the GenAI one)
-        return client.create_experiment(name, artifact_location=_artifact_root(uri),
+        return client.create_experiment(name, artifact_location=artifact_root(uri),
                                         tags={"mlflow.experimentKind": "custom_model_development"})
     except Exception:  # created meanwhile by a parallel job
         exp = client.get_experiment_by_name(name)

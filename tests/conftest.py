@@ -9,6 +9,9 @@ from mlflow.tracking import MlflowClient
 
 from dlexp import cli
 from dlexp.cli import CONFIG_PATH
+from dlexp.config import register_configs
+
+register_configs()  # the CLI does it when it starts; tests that compose configs directly need the schemas too
 
 # Tests never look at the user's own data or caches.
 os.environ.setdefault("DLEXP_CACHE", "/nonexistent-dlexp-cache")

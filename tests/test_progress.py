@@ -32,3 +32,35 @@ def test_log_lines_when_not_a_terminal(caplog):
     assert stream.getvalue() == ""  # no bar characters in a log file
     lines = [r.getMessage() for r in caplog.records]
     assert len(lines) == 2 and "valid error 12.34 % (best 10.00 %)" in lines[0]
+
+
+def test_log_lines_print_above_the_bar_not_onto_it(capsys):
+    """On a terminal a log record clears the bar's line, prints on its own line, and the bar comes back."""
+    import sys
+
+    logger = logging.getLogger("dlexp")
+    handler = logging.StreamHandler(sys.stderr)
+    logger.addHandler(handler)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        p = Progress("bar", max_epochs=5, stream=sys.stderr)
+        p("epoch", {"epoch_seconds": 0.1}, 1)
+        logger.warning("a log line")
+        p("epoch", {"epoch_seconds": 0.1}, 2)
+        p.close()
+        assert handler in logger.handlers  # logging has its own handler back
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+    err = capsys.readouterr().err
+    pieces = [s.strip() for s in err.replace("\r", "\n").split("\n")]
+    assert "a log line" in pieces  # a line of its own, no bar characters on it
+    assert "2/5" in err
+
+
+def test_no_bar_for_a_run_that_never_trains_an_epoch():
+    stream = FakeTerminal()
+    p = Progress("bar", max_epochs=1000, stream=stream)
+    p("pretrain", {"pretrain/cost": 1.0}, 1)
+    p.close()
+    assert "0/1000" not in stream.getvalue()

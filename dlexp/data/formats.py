@@ -120,6 +120,9 @@ def read_mnist_npz(path, n_classes: int = 10) -> tuple:
     path = Path(path)
     keys = ("x_train", "y_train", "x_test", "y_test")
     try:
+        with open(path, "rb") as f:
+            if f.read(4) != b"PK\x03\x04":  # numpy would take any other file for a pickle
+                raise DataError(f"{path}: not a valid npz file (no zip header)")
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:  # own handle: numpy leaks it on bad zips
             missing = [k for k in keys if k not in z.files]
             if missing:

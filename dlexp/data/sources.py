@@ -101,8 +101,10 @@ def locate(cfg) -> Path:
         path = Path(cfg.path).expanduser()
         if path.is_file():
             return path
-        if not path.is_dir():
+        if not path.exists():
             raise DataError(f"dataset.path={cfg.path}: no such file or directory")
+        if not path.is_dir():
+            raise DataError(f"dataset.path={cfg.path}: not a regular file or a directory")
         found = _find_in(path, fs)
         if found is None:
             wanted = ", ".join(fs.md5) + "".join(f" or {n}" for n in fs.single_files)

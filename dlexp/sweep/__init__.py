@@ -3,7 +3,14 @@
 * :mod:`.context` - a job's sweep: its parent run id (``<sweep dir>/mlflow_parent_run_id``), the tag
   names, and the command line's swept and fixed overrides.
 * :mod:`.callback` - ``MlflowSweep``, the Hydra callback (``hydra.callbacks.mlflow_sweep`` in
-  ``conf/config.yaml``): creates the parent run before the jobs, ranks and logs its children at the end.
+  ``conf/config.yaml``): checks every job's config and creates the parent run before the jobs, records
+  each job's end (a failed job does not stop the sweep), ranks and logs the children at the end.
+* :mod:`.precheck` - ``check_jobs(config)``: every job of a multirun composed and validated before the
+  first one trains.
+* :mod:`.jobs` - how the jobs ended, recorded in the sweep dir by each job; ``multirun_outcome()``:
+  ``(failed, total)`` of this process's last multirun, for the ``dlexp`` command's exit status.
+* :mod:`.failures` - a failed job: its value for the sweeper, its line on stderr, and its FAILED child
+  run when it failed before its own run existed.
 * :mod:`.table` - ranking by each run's objective (its ``dlexp.objective`` tag) and the table as text,
   Markdown and CSV.
 * :mod:`.runs` - a sweep read back from MLflow: its parent, its children, its table.
@@ -16,10 +23,12 @@ from .callback import MlflowSweep
 from .cli import main
 from .context import (CALLBACK_KEY, OBJECTIVE_TAG, PARENT_FILE, PARENT_TAG, PRUNED_TAG, SWEEP_TAG, parent_run_id,
                       sweep_overrides)
+from .jobs import multirun_outcome
 from .pruning import pruner_for
 from .runs import children_of, find_parent, sweep_table
 from .table import TABLE_CSV, TABLE_MD, objective, rank, table_csv, table_markdown, table_text
 
-__all__ = ["MlflowSweep", "main", "parent_run_id", "sweep_overrides", "pruner_for", "children_of", "find_parent",
-           "sweep_table", "objective", "rank", "table_text", "table_markdown", "table_csv", "SWEEP_TAG",
-           "PARENT_TAG", "PARENT_FILE", "OBJECTIVE_TAG", "PRUNED_TAG", "CALLBACK_KEY", "TABLE_CSV", "TABLE_MD"]
+__all__ = ["MlflowSweep", "main", "multirun_outcome", "parent_run_id", "sweep_overrides", "pruner_for",
+           "children_of", "find_parent", "sweep_table", "objective", "rank", "table_text", "table_markdown",
+           "table_csv", "SWEEP_TAG", "PARENT_TAG", "PARENT_FILE", "OBJECTIVE_TAG", "PRUNED_TAG", "CALLBACK_KEY",
+           "TABLE_CSV", "TABLE_MD"]

@@ -1,17 +1,25 @@
 """``MlflowSweep``, the Hydra callback (``hydra.callbacks.mlflow_sweep`` in ``conf/config.yaml``):
 
-* ``on_multirun_start`` (the launching process, before any job) creates the parent run through
-  :mod:`dlexp.tracking`, so it resolves the store exactly as the jobs do (``tracking.uri``, then
-  ``$MLFLOW_TRACKING_URI``, then ``sqlite:///outputs/mlflow.db``) and a fresh sqlite store is created
-  once, before parallel jobs open it. The run id goes to ``<sweep dir>/mlflow_parent_run_id``, where
-  every job finds it (:func:`dlexp.sweep.context.parent_run_id`).
+* ``on_multirun_start`` (the launching process, before any job) first composes and validates every
+  job's config (:mod:`dlexp.sweep.precheck`): a bad value in a sweep list ends the command with one
+  line and exit 2 before any job or run exists (Hydra turns a callback's exception into a warning, so
+  this one exits itself). Then it creates the parent run through :mod:`dlexp.tracking`, so it resolves
+  the store exactly as the jobs do (``tracking.uri``, then ``$MLFLOW_TRACKING_URI``, then
+  ``sqlite:///outputs/mlflow.db``) and a fresh sqlite store is created once, before parallel jobs open
+  it. The run id goes to ``<sweep dir>/mlflow_parent_run_id``, where every job finds it
+  (:func:`dlexp.sweep.context.parent_run_id`).
+* ``on_job_end`` (in the job's process) records how the job ended (:mod:`dlexp.sweep.jobs`). A failed
+  job (divergence, a data error, out of memory, any exception) is a grid outcome: it prints one line,
+  gets a FAILED child run if it failed before its run existed (:mod:`dlexp.sweep.failures`), and
+  becomes a completed job whose value no sweeper can rank, so the basic sweeper goes on and Optuna's
+  marks the trial FAILED and goes on. A run stopped by the sweep's pruner
+  (:class:`dlexp.train.result.Pruned`) becomes a completed job whose value is its objective so far.
 * ``on_multirun_end`` collects the children, ranks them by their objective (:mod:`dlexp.sweep.table`),
   prints the table, logs it to the parent as ``sweep_table.csv`` / ``sweep_table.md`` (and as the run's
-  description), logs the best child's metrics to the parent, and ends it FINISHED, or FAILED if a child
-  failed. A sweep that dies before its end still ends its parent (FAILED), from an ``atexit`` hook.
-* ``on_job_end`` (in the job's process) turns a run stopped by the sweep's pruner
-  (:class:`dlexp.train.result.Pruned`) into a completed job whose value is its objective so far, so the
-  sweeper (Optuna's or the basic one) carries on.
+  description), logs the best child's metrics to the parent, and ends it FINISHED, or FAILED if no job
+  finished; then says on stderr how many jobs failed (the ``dlexp`` command exits 1 when all did, from
+  :func:`dlexp.sweep.jobs.multirun_outcome`). A sweep that dies before its end still ends its parent
+  (FAILED), from an ``atexit`` hook.
 """
 import atexit
 import logging
@@ -21,7 +29,8 @@ from pathlib import Path
 from hydra.experimental.callback import Callback
 
 from ..provenance import git_commit
-from .context import PARENT_FILE, SWEEP_TAG, override_key, sweep_overrides
+from . import failures, jobs, precheck
+from .context import PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
 from .table import TABLE_CSV, TABLE_MD, fmt, table_csv, table_markdown, table_text
 
@@ -82,16 +91,24 @@ class MlflowSweep(Callback):
 
     # the launching process --------------------------------------------------
     def on_multirun_start(self, config, **kwargs) -> None:
-        tracking = config.get("tracking")
-        if tracking is None or not tracking.get("enabled", True):
-            return
-        from omegaconf import OmegaConf
-
-        from ..tracking import Tracker, resolve_uri
-
+        _check_jobs_or_exit(config)
+        _quiet_optuna(config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         swept, fixed = sweep_overrides(config)
         self.keys = list(dict.fromkeys(override_key(o) for o in swept))
+        jobs.start(self.sweep_dir)
+        tracking = config.get("tracking")
+        if tracking is None or not tracking.get("enabled", True):
+            return
+        self._start_parent(config, swept, fixed, tracking)
+
+    def _start_parent(self, config, swept, fixed, tracking) -> None:
+        """The sweep's parent run, its id in the sweep dir for the jobs, its config as an artifact."""
+        from omegaconf import OmegaConf
+
+        from ..store import resolve_uri
+        from ..tracking import Tracker
+
         params = _parent_params(config, swept, fixed, self.keys, self.sweep_dir)
         sweep_id = str(self.sweep_dir)
         tags = {
@@ -118,6 +135,9 @@ class MlflowSweep(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         if self._open:
             self._finish(aborted=False)
+        outcome = jobs.multirun_outcome()
+        if outcome and 0 < outcome[0] < outcome[1]:  # all failed: the dlexp command says so, and exits 1
+            print(f"dlexp: {outcome[0]} of {outcome[1]} jobs failed (see the table)", file=sys.stderr, flush=True)
 
     def _abort(self) -> None:
         """atexit: the sweep stopped before its end (a job raised, Ctrl-C): end the parent anyway."""
@@ -151,8 +171,8 @@ class MlflowSweep(Callback):
                          "dlexp.ranked_by": metric})
         tracker.log_metrics(summary, 0)
         tracker.set_tags(tags)
-        # a pruned run was stopped on purpose; a failed, killed (Ctrl-C, SIGTERM) or still running one was not
-        failed = aborted or not rows or any(counts[s] for s in ("FAILED", "KILLED", "RUNNING"))
+        # failed jobs are outcomes of the sweep; a sweep that stopped early, or where no job finished, failed
+        failed = aborted or not (counts["FINISHED"] or counts["PRUNED"]) or counts["RUNNING"] > 0
         tracker.end("FAILED" if failed else "FINISHED")
         if self.print_table:
             self._print(rows, metric, best, "FAILED" if failed else "FINISHED")
@@ -169,15 +189,63 @@ class MlflowSweep(Callback):
 
     # the job's process ---------------------------------------------------------
     def on_job_end(self, config, job_return, **kwargs) -> None:
-        """A run stopped by the pruner is a completed job: its value is its objective so far."""
+        """Record the job's end; a failed or pruned job becomes a completed one, so the sweep goes on.
+        (Hydra calls this after a single run too: that one is the ``dlexp`` command's to report.)"""
+        from hydra.core.hydra_config import HydraConfig
         from hydra.core.utils import JobStatus
+        from hydra.types import RunMode
 
-        if job_return.status != JobStatus.FAILED:
-            return
         from ..train.result import Pruned
 
+        hc = HydraConfig.get()
+        if hc.mode != RunMode.MULTIRUN:
+            return
+        num, overrides = hc.job.num, list(job_return.overrides or [])
         error = getattr(job_return, "_return_value", None)
-        if isinstance(error, Pruned):
-            job_return.status = JobStatus.COMPLETED
-            job_return.return_value = error.value
+        if job_return.status != JobStatus.FAILED:
+            jobs.record(hc.sweep.dir, num, jobs.COMPLETED, " ".join(overrides))
+        elif isinstance(error, Pruned):
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, error.value
+            jobs.record(hc.sweep.dir, num, jobs.PRUNED, " ".join(overrides), str(error))
             log.info("run pruned: %s", error)
+        else:
+            why = failures.reason(error)
+            job_return.status, job_return.return_value = JobStatus.COMPLETED, failures.FailedJob(why)
+            jobs.record(hc.sweep.dir, num, jobs.FAILED, " ".join(overrides), why)
+            print(failures.error_line(num, failures.shown_overrides(overrides, self.keys), why), file=sys.stderr,
+                  flush=True)
+            self._record_failed_run(config, overrides, f"{type(error).__name__}: {' '.join(str(error).split())}")
+
+    def _record_failed_run(self, config, overrides, why: str) -> None:
+        """A FAILED child run for a job that failed before its run existed; never fails the job's end."""
+        parent = parent_run_id()
+        if not parent:  # tracking off, or no parent
+            return
+        try:
+            failures.record_failed_run(config, parent, overrides, why)
+        except Exception as e:  # e.g. the store is what failed: the line on stderr and the record stay
+            log.warning("could not record the failed job in MLflow: %s", e)
+
+
+def _quiet_optuna(config) -> None:
+    """Optuna logs its study's creation on stderr, which is for errors: warnings and up only."""
+    if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+def _check_jobs_or_exit(config) -> None:
+    """Every job's config composed and validated; a bad one ends the command here, with one line and
+    exit 2 (Hydra would turn an exception raised by a callback into a warning and run the jobs)."""
+    from ..config import ConfigError
+
+    try:
+        n = precheck.check_jobs(config)
+    except ConfigError as e:
+        print(f"dlexp: error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except Exception as e:  # a fault of the check itself: each job still validates its own config
+        log.warning("could not check the sweep's jobs before they start: %s: %s", type(e).__name__, e)
+        return
+    log.debug("the configs of the sweep's %d jobs are valid", n)

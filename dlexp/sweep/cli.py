@@ -1,17 +1,17 @@
 """``dlexp-sweep table <sweep id | sweep dir | parent run id>`` prints the table of any sweep later;
 ``dlexp-sweep list`` lists the sweeps of an experiment."""
-import argparse
 import os
 import sys
 from pathlib import Path
 
+from ..cliargs import OneLineParser
 from .context import SWEEP_TAG
 from .runs import find_parent, sweep_table
 from .table import fmt, table_csv, table_markdown, table_text
 
 
-def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="dlexp-sweep", description=main.__doc__)
+def _parser() -> OneLineParser:
+    ap = OneLineParser(prog="dlexp-sweep", description=main.__doc__)
     sub = ap.add_subparsers(dest="command", required=True)
     t = sub.add_parser("table", help="the ranked table of one sweep")
     t.add_argument("sweep", help="the parent run id, the sweep id (its sweep dir as logged), or the sweep directory")
@@ -60,17 +60,23 @@ def _table(client, ref: str, form: str, output) -> int:
 
 def main(argv=None) -> int:
     """``dlexp-sweep``: the ranked table of a sweep, or the list of sweeps, from an MLflow store."""
-    from ..tracking import RetryingClient, resolve_uri
+    from ..store import default_store
+    from ..tracking import RetryingClient
 
     args = _parser().parse_args(argv)
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if not uri:
-        db = Path("outputs") / "mlflow.db"
-        if not db.exists():
-            print(f"dlexp-sweep: error: no store: {db} does not exist (give --tracking-uri)", file=sys.stderr)
-            return 2
-        uri = resolve_uri()
-    client = RetryingClient(uri)
-    if args.command == "list":
-        return _list(client, uri, args.experiment, args.max)
-    return _table(client, args.sweep, args.format, args.output)
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store()}"
+    try:
+        client = RetryingClient(uri, create=False)
+        if args.command == "list":
+            return _list(client, uri, args.experiment, args.max)
+        return _table(client, args.sweep, args.format, args.output)
+    except KeyboardInterrupt:
+        print("dlexp-sweep: stopped (interrupted)", file=sys.stderr)
+        return 130
+    except ValueError as e:  # no store there, not a store, a server that is not MLflow (one line each)
+        print(f"dlexp-sweep: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # the store failed while being read
+        print(f"dlexp-sweep: error: {uri}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}",
+              file=sys.stderr)
+        return 2

@@ -12,6 +12,8 @@ SWEEP_TAG = "dlexp.sweep_id"
 PARENT_TAG = "mlflow.parentRunId"
 OBJECTIVE_TAG = "dlexp.objective"  # "<metric>:<direction>", set by each run: what a sweep ranks it by
 PRUNED_TAG = "dlexp.pruned"
+ERROR_TAG = "dlexp.error"  # why a run FAILED (set by the run code, or by the sweep for a job without a run)
+EARLY_TAG = "dlexp.failed_before_run"  # a run the sweep made for a job that failed before its own run existed
 CALLBACK_KEY = "mlflow_sweep"  # hydra.callbacks.<key> in conf/config.yaml
 
 

@@ -9,6 +9,8 @@ finished runs, read from MLflow. When the pruner says so it raises
 the run KILLED and tags it ``dlexp.pruned``, and :class:`~dlexp.sweep.callback.MlflowSweep` turns the
 job into a completed one with that value, so the sweeper carries on.
 """
+import warnings
+
 from .context import callback_config, parent_run_id
 from .runs import children_of
 
@@ -45,9 +47,11 @@ class OptunaPruning:
             if run.info.status != "FINISHED" or "best_valid_error" not in run.data.metrics:
                 continue
             history = self.client.get_metric_history(run.info.run_id, "valid_error")
-            study.add_trial(optuna.trial.create_trial(
-                state=optuna.trial.TrialState.COMPLETE, value=run.data.metrics["best_valid_error"],
-                params={}, distributions={}, intermediate_values={h.step: h.value for h in history}))
+            with warnings.catch_warnings():  # stderr is for errors: create_trial / add_trial are "experimental"
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.add_trial(optuna.trial.create_trial(
+                    state=optuna.trial.TrialState.COMPLETE, value=run.data.metrics["best_valid_error"],
+                    params={}, distributions={}, intermediate_values={h.step: h.value for h in history}))
         self.trial = study.ask()
 
     def __call__(self, event: str, metrics: dict, step: int) -> None:

@@ -1,16 +1,18 @@
 """A sweep's ranked table: its runs best first, as text (the terminal), Markdown and CSV.
 
 Runs are ranked by their objective: the ``dlexp.objective`` tag each run carries (``<metric>:<direction>``,
-e.g. ``best_valid_error:min``, or ``final_cost:max`` for a cost that is a likelihood), else
-``best_valid_error`` when any run has it, else ``final_cost`` (lowest first). Runs without the metric
-(failed ones) and pruned runs come last.
+e.g. ``best_valid_error:min``, or ``final_cost:max`` for a cost that is a likelihood; a run that failed
+sets it too, at its start), else ``best_valid_error`` when any run has it, else ``final_cost`` (lowest
+first). Runs without the metric (failed ones) and pruned runs come last. A failed run's reason (its
+``dlexp.error`` tag) is the ``error`` column of the CSV and Markdown tables, and a line under its row
+in the text table.
 """
 import csv
 import io
 import math
 import re
 
-from .context import OBJECTIVE_TAG, PRUNED_TAG, override_key
+from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PRUNED_TAG, override_key
 
 TABLE_CSV = "sweep_table.csv"
 TABLE_MD = "sweep_table.md"
@@ -21,8 +23,9 @@ HEADERS = {"rank": "rank", "overrides": "overrides", "best_valid_error": "best v
 
 
 def objective(children) -> tuple:
-    """(metric, direction) to rank by: the runs' ``dlexp.objective`` tag, else the metrics they have."""
-    for run in children:
+    """(metric, direction) to rank by: the runs' ``dlexp.objective`` tag (a run that started knows it
+    best: the sweep's own runs for jobs that failed before theirs come last), else their metrics."""
+    for run in sorted(children, key=lambda r: bool(r.data.tags.get(EARLY_TAG))):
         metric, _, direction = run.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")
         if metric and direction in ("min", "max"):
             return metric, direction
@@ -74,7 +77,8 @@ def status(run) -> str:
 
 
 def rank(children, keys=()) -> tuple:
-    """(rows best first, metric): rank, overrides, the objective, test error, epochs, seconds, status, run."""
+    """(rows best first, metric): rank, overrides, the objective, test error, epochs, seconds, status, run,
+    and the reason a failed run failed."""
     metric, direction = objective(children)
     sign = -1 if direction == "max" else 1
 
@@ -96,6 +100,7 @@ def rank(children, keys=()) -> tuple:
             "status": status(run),
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
+            "error": " ".join(run.data.tags.get(ERROR_TAG, "").split()) or None,
         })
     return rows, metric
 
@@ -133,6 +138,11 @@ def _columns(metric):
     return ["rank", "overrides", metric, "test_error", "epochs", "seconds", "status", "run_id"]
 
 
+def _error_column(rows) -> list:
+    """The ``error`` column, when a row has a reason."""
+    return ["error"] if any(r.get("error") for r in rows) else []
+
+
 def table_text(rows, metric) -> str:
     cols = _columns(metric)
     cells = [[_header(c) for c in cols]]
@@ -145,24 +155,33 @@ def table_text(rows, metric) -> str:
                      .rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
+        elif rows[n - 1].get("error"):
+            lines.append(" " * (widths[0] + 2) + f"error: {rows[n - 1]['error']}")
     return "\n".join(lines)
 
 
+def _md_cell(column, value) -> str:
+    if column == "overrides":
+        return f"`{fmt(column, value)}`" if value else ""
+    if column == "error":
+        return (value or "").replace("|", "\\|")
+    return fmt(column, value)
+
+
 def table_markdown(rows, metric) -> str:
-    cols = _columns(metric)
+    cols = _columns(metric) + _error_column(rows)
     out = ["| " + " | ".join(_header(c) for c in cols) + " |",
-           "| " + " | ".join("---" if c in ("overrides", "status", "run_id") else "---:" for c in cols) + " |"]
+           "| " + " | ".join("---" if c in ("overrides", "status", "run_id", "error") else "---:" for c in cols) + " |"]
     for r in rows:
-        out.append("| " + " | ".join((f"`{fmt(c, r[c])}`" if r[c] else "") if c == "overrides" else fmt(c, r[c])
-                                     for c in cols) + " |")
+        out.append("| " + " | ".join(_md_cell(c, r.get(c)) for c in cols) + " |")
     return "\n".join(out) + "\n"
 
 
 def table_csv(rows, metric) -> str:
     buf = io.StringIO()
-    cols = _columns(metric) + ["run_name"]
+    cols = _columns(metric) + ["run_name", "error"]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:
-        writer.writerow({c: "" if r[c] is None else r[c] for c in cols})
+        writer.writerow({c: "" if r.get(c) is None else r[c] for c in cols})
     return buf.getvalue()

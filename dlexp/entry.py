@@ -1,0 +1,21 @@
+"""Console entry points of ``dlexp-predict`` and ``dlexp-sweep``: a Ctrl-C while torch and MLflow are
+still importing (the first second or two) ends in one line, as it does later, not in a traceback.
+(``dlexp`` itself imports them inside :func:`dlexp.cli.main`.)"""
+import importlib
+import sys
+
+
+def _command(module: str, prog: str):
+    try:
+        return importlib.import_module(module).main
+    except KeyboardInterrupt:
+        print(f"{prog}: stopped (interrupted)", file=sys.stderr)
+        sys.exit(130)
+
+
+def predict() -> None:
+    sys.exit(_command("dlexp.predict", "dlexp-predict")())
+
+
+def sweep() -> None:
+    sys.exit(_command("dlexp.sweep.cli", "dlexp-sweep")())

@@ -1,0 +1,43 @@
+"""A run directory of its own for every run, whatever the clock says.
+
+Hydra names a run's directory after the second it started
+(``outputs/runs/<date>/<HH-MM-SS>``), so runs started in the same second
+shared one: one run's ``best_params.pkl``, ``config.yaml`` and images
+overwritten by the other's, their ``cli.log`` interleaved. ``conf/config.yaml``
+therefore names ``hydra.run.dir`` (and a multirun's ``hydra.sweep.dir``)
+``${dlexp.unique:<the timestamped path>}``: the path with a short random
+suffix, ``<HH-MM-SS>-<6 hex>``, the directory created at once with an
+exclusive ``os.mkdir`` (another suffix if that name is taken), so no two
+processes ever get the same one. The time stays first, so listings stay
+sorted. The resolver is cached (``use_cache``) in the config it resolves in:
+the value is stable for the whole run, and Hydra copies the cache into every
+job of a sweep, so all jobs (in this process or a launcher's workers) share
+the sweep's directory.
+"""
+import os
+import secrets
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+RESOLVER = "dlexp.unique"
+ATTEMPTS = 100
+
+
+def unique_dir(base: str) -> str:
+    """``<base>-<6 hex>``, created now and by this call alone (exclusive ``os.mkdir``)."""
+    Path(base).parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(ATTEMPTS):
+        path = f"{base}-{secrets.token_hex(3)}"
+        try:
+            os.mkdir(path)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free run directory name {base}-<suffix> after {ATTEMPTS} tries")
+
+
+def register_resolvers() -> None:
+    """Register ``${dlexp.unique:...}`` (idempotent); the CLI calls it before Hydra composes the config."""
+    if not OmegaConf.has_resolver(RESOLVER):
+        OmegaConf.register_new_resolver(RESOLVER, unique_dir, use_cache=True)

@@ -1,0 +1,115 @@
+"""Mistakes a new user makes on the `dlexp` command line: each ends in one line, exit 2, nothing created.
+
+Hydra's own composition errors (an unknown option, a value of the wrong type, a misspelt key, an override
+that does not parse) are reported as dlexp's own, one line, without Hydra's 20-line report; keys added with
+`+` that no schema has are refused; schemas are not options. Ctrl-C at start-up ends with one line, and
+files a run writes get the umask's mode.
+"""
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+
+def _cli(tmp_path, *overrides, env=None):
+    return subprocess.run([sys.executable, "-m", "dlexp.cli", *overrides, "trainer.progress=log"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+def _one_error_line(r):
+    errors = [line for line in r.stderr.splitlines() if line.startswith("dlexp: error:")]
+    assert len(errors) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    return errors[0]
+
+
+@pytest.mark.parametrize("overrides,needles", [
+    (["model=foo"], ["model=foo", "one of ca, da, dbn, lenet, logreg, mlp, rbm, sda"]),
+    (["dataset=nope"], ["dataset=nope", "digits, fashion_mnist, mnist"]),
+    (["model=_schema_mlp"], ["model=_schema_mlp", "not allowed"]),
+    (["optimizer.lr=abc"], ["optimizer.lr=abc", "Float"]),
+    (["optimizer.lrr=1"], ["optimizer.lrr", "one of batch_size, decay, lr"]),
+    (["+optimizer.foo=1"], ["optimizer.foo", "not a key of optimizer"]),
+    (["+foo=1"], ["foo", "not a config key"]),
+    (["optimizer.lr=[1"], ["optimizer.lr=[1", "cannot parse"]),
+    (["optimizer.lr=inf"], ["optimizer.lr=inf", "finite"]),
+    (["optimizer.lr=1e400"], ["optimizer.lr=inf", "finite"]),
+    (["dataset.path=/dev/zero", "dataset=mnist"], ["/dev/zero", "not a regular file"]),
+    (["dataset.path=/tmp"], ["dataset.path='/tmp'", "dataset=digits"]),
+])
+def test_mistake_is_one_line_exit_2_and_creates_nothing(tmp_path, overrides, needles):
+    r = _cli(tmp_path, "dataset=digits", *overrides)
+    line = _one_error_line(r)
+    assert r.returncode == 2 and all(n in line for n in needles), line
+    assert not (tmp_path / "outputs" / "mlflow.db").exists()
+
+
+def test_text_file_named_npz_is_not_a_pickle_question(tmp_path):
+    (tmp_path / "mnist.npz").write_text("hello\n")
+    r = _cli(tmp_path, "dataset=mnist", f"dataset.path={tmp_path}/mnist.npz")
+    line = _one_error_line(r)
+    assert r.returncode == 2 and "not a valid npz file" in line and "allow_pickle" not in r.stderr
+
+
+def test_help_lists_options_not_schemas(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "dlexp.cli", "--help"], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode == 0 and "logreg, mlp" in r.stdout and "tutorial_sda" in r.stdout
+    assert "_schema" not in r.stdout and "powered by Hydra" not in r.stdout
+
+
+@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
+def test_ctrl_c_at_start_up_is_one_line_and_no_run_left_running(tmp_path, delay):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    p = subprocess.Popen([sys.executable, "-m", "dlexp.cli", "dataset=digits", "model=mlp", f"tracking.uri={store}",
+                          "trainer.progress=log"], cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                         text=True)
+    time.sleep(delay)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1]
+    assert "Traceback" not in err, err[-3000:]
+    if p.returncode == 130:
+        stopped = [line for line in err.splitlines() if line.startswith("dlexp: stopped")]
+        assert len(stopped) == 1 and "()" not in stopped[0], err[-2000:]
+    if (tmp_path / "mlflow.db").exists():
+        client = MlflowClient(store)
+        runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+        assert all(r.info.status != "RUNNING" for r in runs)
+
+
+def test_written_files_get_the_umask_mode(tmp_path):
+    r = _cli(tmp_path, "dataset=digits", "trainer.max_epochs=2", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
+    assert r.returncode == 0, r.stderr[-2000:]
+    written = [p for p in (tmp_path / "outputs").rglob("*") if p.suffix in (".pkl", ".png")]
+    written += [p for p in (tmp_path / "mlartifacts").rglob("*") if p.suffix in (".pkl", ".png")]
+    assert written
+    umask = os.umask(0)
+    os.umask(umask)
+    for p in written:
+        assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask, p
+
+
+def test_a_resumed_run_leaves_no_empty_state_folder(tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    base = ["dataset=digits", "model=mlp", "optimizer.batch_size=20", "trainer.max_epochs=30",
+            "trainer.checkpoint_every=20", f"tracking.uri={store}"]
+    p = subprocess.Popen([sys.executable, "-m", "dlexp.cli", *base, "trainer.progress=log"], cwd=tmp_path,
+                         stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    deadline = time.monotonic() + 120
+    while not list(Path(tmp_path).rglob("train_state.pkl")) and time.monotonic() < deadline and p.poll() is None:
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    p.communicate(timeout=120)
+    client = MlflowClient(store)
+    run = client.search_runs([client.get_experiment_by_name("dlexp").experiment_id])[0]
+    if run.info.status == "FINISHED":
+        pytest.skip("the run finished before it could be stopped")
+    r = _cli(tmp_path, *base, f"trainer.resume={run.info.run_id}")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    assert "state" not in [a.path for a in client.list_artifacts(run.info.run_id)]
