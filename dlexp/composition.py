@@ -25,6 +25,8 @@ def hydra_message(e: BaseException) -> str:
     from hydra.errors import MissingConfigException, OverrideParseException
 
     text = str(e) + ("\n" + str(e.__cause__) if e.__cause__ is not None else "")
+    if " raised while resolving interpolation: " in text:  # an error of ours inside a resolver (dlexp/rundir.py)
+        return text.split(" raised while resolving interpolation: ", 1)[1].splitlines()[0]
     if isinstance(e, MissingConfigException) and "Could not find '" in text:
         missing = text.split("Could not find '", 1)[1].split("'", 1)[0]
         group, _, name = missing.rpartition("/")

@@ -26,14 +26,18 @@ ATTEMPTS = 100
 
 def unique_dir(base: str) -> str:
     """``<base>-<6 hex>``, created now and by this call alone (exclusive ``os.mkdir``)."""
-    Path(base).parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(ATTEMPTS):
-        path = f"{base}-{secrets.token_hex(3)}"
-        try:
-            os.mkdir(path)
-            return path
-        except FileExistsError:
-            continue
+    try:
+        Path(base).parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(ATTEMPTS):
+            path = f"{base}-{secrets.token_hex(3)}"
+            try:
+                os.mkdir(path)
+                return path
+            except FileExistsError:
+                continue
+    except OSError as e:  # a read-only working directory or outputs/, a full disk
+        raise OSError(f"cannot create the run directory under {Path(base).parent} ({e.strerror}); run dlexp "
+                      "from a writable directory or give hydra.run.dir=<a writable path>") from None
     raise FileExistsError(f"no free run directory name {base}-<suffix> after {ATTEMPTS} tries")
 
 

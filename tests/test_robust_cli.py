@@ -113,3 +113,18 @@ def test_a_resumed_run_leaves_no_empty_state_folder(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     assert "state" not in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+def test_read_only_working_directory_is_one_line(tmp_path):
+    from test_robust_store import read_only_runner
+
+    cwd = tmp_path / "ro"
+    cwd.mkdir()
+    cwd.chmod(0o555)
+    runner = read_only_runner(cwd)
+    if runner is None:
+        pytest.skip("cannot make a read-only directory hold for this user here")
+    r = subprocess.run([sys.executable, "-m", "dlexp.cli", "dataset=digits", "trainer.max_epochs=1"], cwd=cwd,
+                       capture_output=True, text=True, timeout=120, **runner)
+    line = _one_error_line(r)
+    assert r.returncode == 2 and "cannot create the run directory" in line and "writable" in line
