@@ -3,9 +3,14 @@
 A checkpoint is a pickle of plain containers and numpy arrays (format
 ``dlexp.params/1``: the model and dataset configs, image shape, classes, the
 ``state_dict`` as arrays, and the errors it reached), written atomically and
-read only through the restricted unpickler (:mod:`dlexp.checkpoint`). Images
-are tiled PNGs (:mod:`dlexp.viz`): the first layer's filters, and what the
-model makes (``Model.pictures``: reconstructions, Gibbs samples).
+read only through the restricted unpickler (:mod:`dlexp.checkpoint`). A
+checkpoint is found by path, run id, or MLflow URI: ``runs:/<run id>/<path>``
+(a run's artifact, or its logged model) and ``models:/<name>/<version>``,
+``models:/<name>@<alias>``, ``models:/<model id>`` (the checkpoint the MLflow
+model carries, :mod:`dlexp.mlmodel`). Images are tiled PNGs (:mod:`dlexp.viz`):
+the first layer's filters, and what the model makes (``Model.pictures``:
+reconstructions, Gibbs samples); snapshots during training are MLflow images
+with a step (the UI's step slider).
 """
 import contextlib
 import os
@@ -19,6 +24,7 @@ import torch
 
 from . import checkpoint, viz
 from .config import ConfigError
+from .model_registry import RegistryError, is_model_uri, resolve
 from .provenance import is_run_id
 
 CHECKPOINT = "best_params.pkl"
@@ -49,7 +55,7 @@ def fetch_checkpoint(source: str, tracking_uri=None, dest=None, artifact=f"check
     if local is not None:
         return local
     uri = _existing_store(source, tracking_uri)
-    return _download(source, uri, artifact, dest or tempfile.mkdtemp(prefix="dlexp-predict-"))
+    return _download_source(source, uri, artifact, dest or tempfile.mkdtemp(prefix="dlexp-predict-"))
 
 
 @contextlib.contextmanager
@@ -62,11 +68,14 @@ def fetched_checkpoint(source: str, tracking_uri=None, artifact=f"checkpoint/{CH
         return
     uri = _existing_store(source, tracking_uri)
     with tempfile.TemporaryDirectory(prefix="dlexp-predict-") as tmp:
-        yield _download(source, uri, artifact, tmp)
+        yield _download_source(source, uri, artifact, tmp)
 
 
 def _local_file(source: str):
-    """``source`` as a path when it names an existing file; None for a run id; CheckpointError otherwise."""
+    """``source`` as a path when it names an existing file; None for a run id or an MLflow URI;
+    CheckpointError otherwise."""
+    if is_model_uri(source):
+        return None
     path = Path(source)
     if path.is_dir():
         raise checkpoint.CheckpointError(f"{source}: is a directory, not a checkpoint file (e.g. "
@@ -74,30 +83,72 @@ def _local_file(source: str):
     if path.exists():
         return path
     if not is_run_id(source):
-        raise checkpoint.CheckpointError(f"{source!r} is neither an existing file nor an MLflow run id "
-                                         "(32 hex digits)")
+        raise checkpoint.CheckpointError(f"{source!r} is neither an existing file, an MLflow run id "
+                                         "(32 hex digits) nor a models:/ or runs:/ URI")
     return None
 
 
-def _existing_store(run_id: str, tracking_uri=None) -> str:
-    """The tracking URI to look ``run_id`` up in (as dlexp resolves it), refused without creating
-    anything when no store is there."""
+def _existing_store(source: str, tracking_uri=None) -> str:
+    """The tracking URI to look ``source`` (a run id or URI) up in (as dlexp resolves it), refused
+    without creating anything when no store is there."""
     from .store import check_existing, default_store
 
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store()}"
     try:
         check_existing(uri)
     except ValueError as e:
-        raise checkpoint.CheckpointError(f"{e}; cannot look up run {run_id}") from None
+        raise checkpoint.CheckpointError(f"{e}; cannot look up {'' if is_model_uri(source) else 'run '}"
+                                         f"{source}") from None
     return uri
+
+
+def _first_line(e) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _download_source(source: str, uri: str, artifact: str, dest) -> Path:
+    """The checkpoint ``source`` (a run id: its ``artifact``; a URI: what it names) downloaded into ``dest``."""
+    if not is_model_uri(source):
+        return _download(source, uri, artifact, dest)
+    from .tracking import RetryingClient
+
+    try:
+        client = RetryingClient(uri, create=False)
+        where = resolve(client, source, uri)
+    except RegistryError:  # a name, version, alias or run that is not there: its own line
+        raise
+    except Exception as e:
+        raise checkpoint.CheckpointError(f"cannot read the MLflow store {uri}: {_first_line(e)}") from None
+    if where.location is None:
+        return _download(where.run_id, uri, where.artifact, dest)
+    return _model_checkpoint(where.location.rstrip("/"), source, uri, dest)
+
+
+def _model_checkpoint(location: str, source: str, uri: str, dest) -> Path:
+    """The dlexp checkpoint an MLflow model carries (its ``checkpoint`` artifact; the model's files are
+    at ``location``), downloaded into ``dest``."""
+    import mlflow.artifacts
+    from mlflow.models import Model
+
+    try:
+        with _no_progress_bar():
+            mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/MLmodel", dst_path=str(dest),
+                                                          tracking_uri=uri)
+            pyfunc = Model.load(mlmodel).flavors.get("python_function", {})
+            path = (pyfunc.get("artifacts") or {}).get("checkpoint", {}).get("path")
+            if not path:
+                raise checkpoint.CheckpointError(f"{source}: not a dlexp model (no checkpoint among its artifacts)")
+            return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{path}", dst_path=str(dest),
+                                                            tracking_uri=uri))
+    except checkpoint.CheckpointError:
+        raise
+    except Exception as e:
+        raise checkpoint.CheckpointError(f"{source}: cannot download its files ({_first_line(e)})") from None
 
 
 def _download(run_id: str, uri: str, artifact: str, dest) -> Path:
     """The run's ``artifact`` downloaded into ``dest``; one-line CheckpointError for a missing run or file."""
     from .tracking import RetryingClient
-
-    def first_line(e):
-        return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
     try:
         client = RetryingClient(uri)
@@ -105,12 +156,12 @@ def _download(run_id: str, uri: str, artifact: str, dest) -> Path:
     except Exception as e:
         if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():
             raise checkpoint.CheckpointError(f"no run {run_id} in the MLflow store {uri}") from None
-        raise checkpoint.CheckpointError(f"cannot read the MLflow store {uri}: {first_line(e)}") from None
+        raise checkpoint.CheckpointError(f"cannot read the MLflow store {uri}: {_first_line(e)}") from None
     try:
         with _no_progress_bar():
             return Path(client.download_artifacts(run_id, artifact, str(dest)))
     except Exception as e:
-        raise checkpoint.CheckpointError(f"run {run_id} in {uri} has no {artifact}: {first_line(e)}") from None
+        raise checkpoint.CheckpointError(f"run {run_id} in {uri} has no {artifact}: {_first_line(e)}") from None
 
 
 @contextlib.contextmanager
@@ -134,7 +185,8 @@ def load_pretrained(model, source: str, tracking_uri=None) -> str:
     artifact = f"checkpoint/{PRETRAINED}"
     with fetched_checkpoint(source, tracking_uri, artifact=artifact) as path:
         ckpt = checkpoint.load(path)
-        where = str(path) if Path(source).exists() else f"runs:/{source}/{artifact}"
+        where = str(path) if Path(source).exists() else source if is_model_uri(source) else \
+            f"runs:/{source}/{artifact}"
     params = ckpt.get("params") if isinstance(ckpt, dict) else None
     if not isinstance(params, dict):
         raise ConfigError(f"model.pretrained_from={source!r}: {where} is not a dlexp checkpoint (no 'params')")
@@ -146,18 +198,44 @@ def load_pretrained(model, source: str, tracking_uri=None) -> str:
     return where
 
 
-def save_images(out: Path, data, model, tracker, prefix: str = "") -> None:
-    """``<prefix>filters.png`` (first-layer filters) and the model's pictures, logged under ``images/``."""
-    def log_png(name, img):
-        viz.save_png(img, out / name, scale=max(1, 560 // max(img.shape)))
-        tracker.log_artifact(out / name, "images")
-
+def _images(data, model) -> dict:
+    """name -> uint8 image: ``filters`` (first-layer filters, tiled) and the model's pictures."""
     filters = model.filters().detach().float().cpu().numpy()
     n_pixels = data.image_shape[1] * data.image_shape[2]
     shape = tuple(data.image_shape[1:]) if filters.shape[1] == n_pixels else (int(filters.shape[1] ** 0.5),) * 2
-    log_png(f"{prefix}filters.png", viz.filters_image(filters, shape))
+    images = {"filters": viz.filters_image(filters, shape)}
     with torch.no_grad():
         pictures = model.pictures(data.test.x)
     for name, (rows, grid) in pictures.items():
-        log_png(f"{prefix}{name}.png", viz.tile_raster_images(np.asarray(rows), data.image_shape[1:], grid,
-                                                              scale_rows_to_unit_interval=False))
+        images[name] = viz.tile_raster_images(np.asarray(rows), data.image_shape[1:], grid,
+                                              scale_rows_to_unit_interval=False)
+    return images
+
+
+def _scale(img) -> int:
+    return max(1, 560 // max(img.shape))
+
+
+def save_images(out: Path, data, model, tracker, prefix: str = "", images=None) -> dict:
+    """``<prefix>filters.png`` (first-layer filters) and the model's pictures, logged under ``images/``;
+    returns them (name -> uint8 image)."""
+    images = _images(data, model) if images is None else images
+    for name, img in images.items():
+        viz.save_png(img, out / f"{prefix}{name}.png", scale=_scale(img))
+        tracker.log_artifact(out / f"{prefix}{name}.png", "images")
+    return images
+
+
+def log_snapshots(out: Path, data, model, tracker, step: int) -> None:
+    """The images of ``model`` at training step ``step`` (an epoch): ``epoch_<step>_<name>.png`` under the
+    run's ``images/`` (and in the run directory), and MLflow images with that step, which the run's page
+    shows on a step slider (one key a picture: ``filters``, ``reconstructions``, ...)."""
+    images = save_images(out, data, model, tracker, prefix=f"epoch_{step:03d}_")
+    if not tracker.run_id:
+        return
+    from PIL import Image
+
+    for name, img in images.items():
+        big = Image.fromarray(img)
+        big = big.resize((big.width * _scale(img), big.height * _scale(img)), Image.NEAREST)
+        tracker.client.log_image(tracker.run_id, big, key=name, step=step, synchronous=True)

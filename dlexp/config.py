@@ -11,7 +11,7 @@ key, the value and what is allowed, before any data is read or any run made.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -143,6 +143,7 @@ class TrainerConfig:
     precision: str = "fp32"
     checkpoint_every: int = 5000    # iterations between training-state checkpoints (0: none)
     resume: Optional[str] = None    # a run id, a train_state.pkl path, or auto
+    skip_finished: bool = False     # a run whose exact config already FINISHED in the store is not trained again
 
     def __post_init__(self) -> None:
         import re
@@ -163,13 +164,22 @@ class TrainerConfig:
 
 @dataclass
 class TrackingConfig:
-    """MLflow: ``uri`` null means $MLFLOW_TRACKING_URI, else sqlite under outputs/."""
+    """MLflow: ``uri`` null means $MLFLOW_TRACKING_URI, else sqlite under outputs/.
+
+    ``register_as``: register the run's model (a sweep's best child) under this name;
+    ``tags`` and ``description`` are set on the run; ``system_metrics`` turns on
+    MLflow's CPU / memory / GPU monitor.
+    """
 
     enabled: bool = True
     uri: Optional[str] = None
     experiment: str = "dlexp"
     run_name: Optional[str] = None
     filters_image: bool = True
+    register_as: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    description: Optional[str] = None
+    system_metrics: bool = False
 
     def __post_init__(self) -> None:
         check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
@@ -204,7 +214,10 @@ def register_configs() -> None:
     for name, node in CONFIGS.items():
         cs.store(group="model", name=f"_schema_{name}", node=node)
     for group, node in GROUPS.items():
-        cs.store(group=group, name="_schema", node=node)
+        schema = OmegaConf.structured(node)
+        if group == "tracking":  # tracking.tags={team: vision} adds keys to a dict of the user's own
+            OmegaConf.set_struct(schema.tags, False)
+        cs.store(group=group, name="_schema", node=schema)
 
 
 def validate(cfg: DictConfig) -> RunConfig:

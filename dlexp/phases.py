@@ -1,12 +1,14 @@
 """The two phases of a run: layer-wise ``pretrain`` (unsupervised), then supervised ``finetune``.
 
 Each takes the :class:`~dlexp.tracked.RunContext`, trains, saves what it
-made (checkpoint, images) and returns the metrics the run ends with.
+made (checkpoint, images, and the MLflow model of the checkpoint: the
+classifier after fine-tuning, the encoder of a model without labels after
+pretraining) and returns the metrics the run ends with.
 """
 import logging
 import time
 
-from . import artifacts
+from . import artifacts, mlmodel
 from .train import fit_cg, fit_sgd
 from .train.pretrain import pretrain_stack
 
@@ -22,7 +24,7 @@ def pretrain(ctx) -> dict:
 
     def on_epoch(layer, epoch):
         if cfg.image_every and layer == 0 and epoch % cfg.image_every == 0:
-            artifacts.save_images(ctx.out, data, first, ctx.tracker, prefix=f"epoch_{epoch:03d}_")
+            artifacts.log_snapshots(ctx.out, data, first, ctx.tracker, step=epoch)
 
     if not ctx.prep.pretrained_path:
         start = time.perf_counter()
@@ -37,7 +39,18 @@ def pretrain(ctx) -> dict:
     ctx.log_file(artifacts.PRETRAINED, "checkpoint")
     if run.tracking.filters_image:
         artifacts.save_images(ctx.out, data, model, ctx.tracker, prefix="pretrained_" if model.supervised else "")
+    if not model.supervised:  # nothing to fine-tune: the run's model is the encoder
+        log_model(ctx, artifacts.PRETRAINED, step=0 if ctx.prep.pretrained_path else cfg.pretrain_epochs)
     return final
+
+
+def log_model(ctx, checkpoint_name: str, step: int) -> None:
+    """The MLflow model of the run's checkpoint, its metrics at ``step`` copied onto it by MLflow."""
+    if ctx.run_id:
+        ctx.tracker.flush()
+        info = mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step)
+        ctx.model_uri = info.model_uri
+        log.info("MLflow model %s (runs:/%s/%s)", info.model_uri, ctx.run_id, mlmodel.NAME)
 
 
 def finetune(ctx) -> dict:
@@ -58,6 +71,7 @@ def finetune(ctx) -> dict:
     ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
     if run.tracking.filters_image:
         artifacts.save_images(ctx.out, data, model, ctx.tracker)
+    log_model(ctx, artifacts.CHECKPOINT, step=result.best_iter)
     return {"best_valid_error": result.best_valid_error, "final_test_error": result.test_error,
             "best_iter": result.best_iter, "epochs": result.epochs, "train_seconds": result.train_seconds,
             "iterations": result.iterations}

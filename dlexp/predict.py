@@ -1,13 +1,17 @@
-"""``dlexp-predict``: evaluate a saved model, from a checkpoint file or an MLflow run id.
+"""``dlexp-predict``: evaluate a saved model, from a checkpoint file, an MLflow run id or model URI.
 
     dlexp-predict outputs/runs/.../best_params.pkl            # test error on its data set
     dlexp-predict <run id> --split valid                       # from the MLflow store
     dlexp-predict <run id> --inputs images.npy --output labels.npy
+    dlexp-predict models:/digits-mlp/3                         # a registered version (or @alias, /latest)
+    dlexp-predict runs:/<run id>/model                         # a run's MLflow model
 
 Checkpoints are read with the restricted unpickler (numpy arrays and plain
 containers only), never with plain ``pickle.load``, and checked against the
 model they name before anything is predicted: every mistake and fault ends in
-one line ``dlexp-predict: error: ...`` on stderr and exit status 2. A run's
+one line ``dlexp-predict: error: ...`` on stderr and exit status 2 (a
+registered name, version or alias that is not there included). An MLflow
+model of dlexp carries its checkpoint, which is what is read. A run's
 checkpoint is downloaded into a temp directory that is removed afterwards;
 ``--output`` is written atomically and never onto the checkpoint or the inputs.
 """
@@ -265,7 +269,8 @@ def _run(args) -> None:
 def parser() -> OneLineParser:
     """The command line; --split and --dataset are choices, so a typo is refused before any work."""
     p = OneLineParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("source", help="checkpoint file (best_params.pkl) or MLflow run id")
+    p.add_argument("source", help="checkpoint file (best_params.pkl), MLflow run id, or model URI: "
+                                  "models:/<name>/<version>, models:/<name>@<alias>, runs:/<run id>/model")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--dataset", choices=DATASETS, help="data set to evaluate on (default: the one it was trained on)")
     p.add_argument("--data-path", help="dataset.path for the data set")

@@ -4,6 +4,7 @@ A mistake found here ends the command with one line and leaves no MLflow run
 behind. On success the run's ingredients are ready: the seed is set, the data
 is on the device, the model is built (and its pretrained layers loaded).
 """
+import importlib.util
 import os
 import random
 from dataclasses import dataclass
@@ -12,12 +13,14 @@ from typing import Optional
 import numpy as np
 import torch
 
+from . import model_registry
 from .artifacts import load_pretrained
 from .config import ConfigError
 from .data import load_dataset
 from .data.device import resolve_device, to_device
 from .models import build_model, check_model
 from .models.base import PretrainConfig
+from .provenance import check_tags
 from .store import check_reachable
 
 
@@ -50,8 +53,21 @@ def check_batch_sizes(run, n_train: int) -> None:
                               f"of dataset={run.dataset.name}")
 
 
+def check_tracking(cfg) -> None:
+    """``tracking.register_as``, ``tags`` and ``system_metrics``: usable, or one ConfigError line."""
+    for key in ("register_as", "system_metrics"):
+        if getattr(cfg, key) and not cfg.enabled:
+            raise ConfigError(f"tracking.{key}={getattr(cfg, key)!r} is not allowed with tracking=none")
+    if cfg.register_as is not None:
+        model_registry.check_name(cfg.register_as)
+    check_tags(cfg.tags)
+    if cfg.system_metrics and importlib.util.find_spec("psutil") is None:  # what MLflow's monitor reads with
+        raise ConfigError("tracking.system_metrics=true needs psutil: pip install 'dlexp[system-metrics]'")
+
+
 def preflight(run) -> Prepared:
     """Check what can be checked, then seed, move the data and build the model."""
+    check_tracking(run.tracking)
     if run.trainer.threads:
         torch.set_num_threads(run.trainer.threads)
     device = resolve_device(run.trainer.device)

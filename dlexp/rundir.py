@@ -3,7 +3,7 @@
 Hydra names a run's directory after the second it started
 (``outputs/runs/<date>/<HH-MM-SS>``), so runs started in the same second
 shared one: one run's ``best_params.pkl``, ``config.yaml`` and images
-overwritten by the other's, their ``cli.log`` interleaved. ``conf/config.yaml``
+overwritten by the other's, their log file interleaved. ``conf/config.yaml``
 therefore names ``hydra.run.dir`` (and a multirun's ``hydra.sweep.dir``)
 ``${dlexp.unique:<the timestamped path>}``: the path with a short random
 suffix, ``<HH-MM-SS>-<6 hex>``, the directory created at once with an

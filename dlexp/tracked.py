@@ -11,6 +11,15 @@
 Listeners (tracker, progress, a sweep's pruner) receive every ``(event,
 metrics, step)`` the trainer reports; the loop options carry the checkpoint
 hook (state saved atomically, flushed metrics first) and the signal flag.
+
+What the MLflow UI shows of a run's origin is set here too: MLflow's standard
+tags (``mlflow.user``, ``mlflow.source.*``, the git commit), ``tracking.tags``
+and ``tracking.description`` (``mlflow.note.content``), the dataset inputs
+(:mod:`dlexp.lineage`), MLflow's system-metrics monitor with
+``tracking.system_metrics=true``, and, however the run ends, Hydra's log and
+``.hydra/`` as artifacts. A run that finishes with ``tracking.register_as``
+(outside a sweep, whose callback registers the best child) registers its
+MLflow model as a new version of that name (:mod:`dlexp.model_registry`).
 """
 import contextlib
 import logging
@@ -23,9 +32,9 @@ from typing import Optional
 
 import torch
 
-from . import artifacts, resume
+from . import artifacts, lineage, model_registry, resume
 from .progress import Progress
-from .provenance import git_commit, versions
+from .provenance import git_commit, source_tags, versions
 from .sweep import parent_run_id, pruner_for
 from .tracking import build_tracker
 from .train.loop import LoopOptions
@@ -33,6 +42,8 @@ from .train.result import Diverged, Pruned
 from .train.state import StopRequest, polling
 
 log = logging.getLogger("dlexp")
+
+SYSTEM_METRICS_SECONDS = 2.0  # MLflow's system-metrics sampling interval ($MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL wins)
 
 
 @dataclass
@@ -50,6 +61,8 @@ class RunContext:
     progress: Progress
     listeners: list = field(default_factory=list)
     final: dict = field(default_factory=dict)
+    model_uri: Optional[str] = None   # the run's MLflow model, once logged (dlexp.phases.log_model)
+    monitor: object = None            # MLflow's SystemMetricsMonitor, with tracking.system_metrics=true
 
     @property
     def phase(self):
@@ -84,7 +97,11 @@ def run_name(run, overrides) -> str:
 def run_tags(run, prep, overrides, out, params, state) -> dict:
     """Reproducibility: overrides, commit, device, versions, data checksum, command; sweep and resume links."""
     device = prep.device
-    tags = {
+    tags = {str(k): str(v) for k, v in (run.tracking.tags or {}).items()}  # the user's, then dlexp's own
+    if run.tracking.description:
+        tags["mlflow.note.content"] = run.tracking.description
+    tags.update(source_tags())
+    tags.update({
         "dlexp.overrides": " ".join(overrides) or "(none)",
         "dlexp.git_commit": git_commit(),
         "dlexp.device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
@@ -96,7 +113,7 @@ def run_tags(run, prep, overrides, out, params, state) -> dict:
         "dlexp.output_dir": str(out.resolve()),
         "dlexp.config_key": resume.config_key(params),
         "dlexp.objective": ":".join(prep.model.objective()),
-    }
+    })
     if run.trainer.resume:
         where = state and (state.get("position") or state["loop"]["position"])
         tags["dlexp.resumed_from"] = (f"{state['phase']} iteration {where['it'] + 1}, epoch {where['epoch']}"
@@ -126,6 +143,19 @@ def stop_on_signals(stop: StopRequest):
             signal.signal(sig, handler)
 
 
+def _system_metrics(run, tracker, resumed: bool):
+    """MLflow's CPU / memory / disk / network (and GPU, with pynvml) monitor of the run, started."""
+    if not (run.tracking.system_metrics and tracker.run_id):
+        return None
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # "Started monitoring ..." lines
+    monitor = SystemMetricsMonitor(tracker.run_id, sampling_interval=SYSTEM_METRICS_SECONDS,
+                                   resume_logging=resumed, tracking_uri=tracker.uri)
+    monitor.start()
+    return monitor
+
+
 def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     """Start (or continue) the MLflow run and wire the listeners and the checkpoint hook."""
     tracker = build_tracker(run.tracking)
@@ -137,6 +167,8 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
     if run_id:
         log.info("MLflow run %s in %s", run_id, tracker.uri)
+        if resume_id is None:  # a continued run has its inputs already
+            lineage.log_dataset_inputs(tracker, prep.dataset)
     local_artifacts = tracker.local_artifact_dir(run_id) if run_id else None
     state_file = resume.state_path(local_artifacts, out)
     upload = run_id is not None and local_artifacts is None  # a remote artifact store gets a copy
@@ -152,15 +184,44 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
                           on_checkpoint=on_checkpoint, stop=stop, compile=t.compile, precision=t.precision,
                           eval_batch_size=t.eval_batch_size)
     ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file, Progress(t.progress, t.max_epochs))
+    ctx.monitor = _system_metrics(run, tracker, resumed=resume_id is not None)
     pruner = pruner_for(tracker.client)
     ctx.listeners = [tracker, ctx.progress] + ([pruner] if pruner else [])
     return ctx
+
+
+def _close(ctx) -> None:
+    """Before the run ends, however it ends: the system-metrics monitor stopped, Hydra's record of the
+    run (its log, ``.hydra/``: the composed config, the overrides, Hydra's own config) uploaded."""
+    if ctx.monitor is not None:
+        ctx.monitor.finish()
+        ctx.monitor = None
+    if not ctx.run_id:
+        return
+    for hydra_log in sorted(ctx.out.glob("*.log")):
+        ctx.tracker.log_artifact(hydra_log)
+    if (ctx.out / ".hydra").is_dir():
+        ctx.tracker.client.log_artifacts(ctx.run_id, str(ctx.out / ".hydra"), ".hydra")
+
+
+def _register(ctx) -> None:
+    """``tracking.register_as``: the finished run's model as a new version (a sweep's jobs leave it to
+    the sweep, which registers its best child)."""
+    name = ctx.run.tracking.register_as
+    if name and ctx.run_id and ctx.model_uri and not parent_run_id():
+        version = model_registry.register(ctx.tracker.client, ctx.run_id, name)
+        ctx.tracker.set_tags({"dlexp.registered_model": f"models:/{name}/{version}"})
+        log.info("registered model %r version %s: models:/%s/%s", name, version, name, version)
 
 
 def _end(ctx, status: str, error: str = None) -> None:
     ctx.progress.close()
     if error and ctx.run_id:
         ctx.tracker.set_tags({"dlexp.error": error} if status == "FAILED" else {"dlexp.pruned": error})
+    try:
+        _close(ctx)
+    except Exception as e:  # the run's own end matters more than its log files
+        log.warning("could not upload the run's log files: %s", e)
     ctx.tracker.end(status)
 
 
@@ -179,6 +240,8 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
             yield ctx
             ctx.progress.close()
             ctx.tracker.log_metrics(ctx.final, ctx.final.get("iterations", 0))
+            _register(ctx)
+            _close(ctx)
         except KeyboardInterrupt:
             _end(ctx, "KILLED")
             if ctx.run_id and ctx.state_file.exists():

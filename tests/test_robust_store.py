@@ -154,7 +154,7 @@ def test_an_older_store_is_migrated_once_by_runs_started_together(tmp_path):
         assert rc == 0 and "Traceback" not in stderr, stderr[-3000:]
     assert len(store_runs(db)) == 3 and integrity(db) == "ok"
     assert MlflowClient(f"sqlite:///{db}").get_run("0ld").info.run_name == "old run"  # kept
-    logs = "".join(p.read_text() for p in (tmp_path / "outputs" / "runs").glob("*/*/cli.log"))
+    logs = "".join(p.read_text() for p in (tmp_path / "outputs" / "runs").glob("*/*/dlexp.log"))
     assert logs.count("migrating a copy of it") == 1
 
 

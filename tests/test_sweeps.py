@@ -238,7 +238,7 @@ def test_eight_parallel_jobs_lose_no_run_and_no_metric(tmp_path):
         assert len(client.get_metric_history(c.info.run_id, "epoch_seconds")) == 5
         # and the values the job printed (its log shows some validations) are the ones stored
         valid = {h.step: h.value for h in client.get_metric_history(c.info.run_id, "valid_error")}
-        log_file = Path(c.data.tags["dlexp.output_dir"]) / "cli.log"
+        log_file = Path(c.data.tags["dlexp.output_dir"]) / "dlexp.log"  # Hydra names the log after hydra.job.name
         logged = [line for line in log_file.read_text().splitlines() if ": valid error " in line]
         assert logged
         for line in logged:

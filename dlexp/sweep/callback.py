@@ -83,6 +83,7 @@ class MlflowSweep(Callback):
         self.tracker = None
         self.sweep_dir = None
         self.keys = []
+        self.register_as = None
         self._open = False
 
     def __getstate__(self):
@@ -101,6 +102,18 @@ class MlflowSweep(Callback):
         if tracking is None or not tracking.get("enabled", True):
             return
         self._start_parent(config, swept, fixed, tracking)
+
+    def _register(self, run_id: str) -> dict:
+        """``tracking.register_as``: the best child's model as a new version, with the alias ``best``."""
+        from ..model_registry import RegistryError, register
+
+        try:
+            version = register(self.tracker.client, run_id, self.register_as, alias="best")
+        except RegistryError as e:
+            print(f"dlexp: error: could not register the sweep's best run {run_id}: {e}", file=sys.stderr)
+            return {}
+        log.info("registered the best run as models:/%s@best (version %s)", self.register_as, version)
+        return {"dlexp.registered_model": f"models:/{self.register_as}@best (version {version})"}
 
     def _start_parent(self, config, swept, fixed, tracking) -> None:
         """The sweep's parent run, its id in the sweep dir for the jobs, its config as an artifact."""
@@ -122,6 +135,7 @@ class MlflowSweep(Callback):
         model = OmegaConf.select(config, "model.name", default="?")
         dataset = OmegaConf.select(config, "dataset.name", default="?")
         name = " ".join(["sweep", str(model), str(dataset), *swept])[:240]
+        self.register_as = tracking.get("register_as")
         self.tracker = Tracker(resolve_uri(tracking.get("uri")), tracking.get("experiment", "dlexp"))
         run_id = self.tracker.start(name, params, tags)
         self._open = True
@@ -169,6 +183,8 @@ class MlflowSweep(Callback):
             summary.update(best_run.data.metrics)
             tags.update({"dlexp.best_run_id": best["run_id"], "dlexp.best_overrides": best["overrides"] or "(none)",
                          "dlexp.ranked_by": metric})
+            if self.register_as:
+                tags.update(self._register(best["run_id"]))
         tracker.log_metrics(summary, 0)
         tracker.set_tags(tags)
         # failed jobs are outcomes of the sweep; a sweep that stopped early, or where no job finished, failed
