@@ -1,0 +1,677 @@
+"""``python -m bench.fidelity``: every tutorial's protocol run to its own end, over seeds, into bench/FIDELITY.md.
+
+    python -m bench.fidelity                                   # every default protocol, every seed (days on 2 cores)
+    python -m bench.fidelity --models logreg,cg,mlp --threads 1   # a part; a later sitting continues the rest
+    python -m bench.fidelity --seeds 1 --models lenet          # one seed only
+    python -m bench.fidelity --report-only                     # rewrite the report from the store, run nothing
+    python -m bench.fidelity --quick --dataset digits          # every protocol for 2 epochs, one seed (~2 min)
+    python -m bench.fidelity --dry-run                         # print the dlexp commands that would run
+
+Each run is one ``python -m dlexp.cli experiment=tutorial_<x> ...`` subprocess, one at a time, logged to the
+MLflow store ``--store`` (default ``outputs/fidelity/mlflow.db``, experiment ``fidelity``) under the run name
+``fidelity/<protocol>/seed<s>``. The report is written only from what that store holds, read back with
+``MlflowClient``: nothing a run prints is parsed. A (protocol, seed) pair with a FINISHED run whose overrides
+are the protocol's is skipped, so the script can run in several sittings; an interrupted run (Ctrl-C, SIGTERM,
+a crash) is continued where it stopped through ``trainer.resume=auto``.
+
+A protocol is a small declarative entry (:data:`PROTOCOLS`): the overrides, the seeds, the protocol in words,
+what differs from the tutorial, the reference figures. Where the tutorial's own protocol is too slow for a
+CPU machine of ours (SdA's batch-1 pretraining, the DBN's 100 pretraining epochs a layer), the default entry
+is the closest protocol that can finish, and an ``Estimate`` times the exact protocol: one capped run of the
+tutorial's settings (one epoch over a few thousand training rows) whose per-row seconds, read back from the
+store, are extrapolated to 50,000 rows and the tutorial's epoch counts. The exact protocols are entries too
+(``sda_full``, ``dbn_full``), outside the default selection.
+
+``--quick`` runs every protocol for 2 epochs (1 pretraining epoch a layer) on at most 2,000 training rows, one
+seed, under the run names ``fidelity-quick/...``; its report says so in its title. Exit status: 0 if every
+selected run finished, 1 if one failed (the others still run), 130 on Ctrl-C.
+"""
+import argparse
+import datetime
+import math
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+from urllib.parse import unquote, urlparse
+
+REPO = Path(__file__).resolve().parent.parent
+EXPERIMENT = "fidelity"
+N_TRAIN = 50000  # MNIST and Fashion-MNIST training rows (the tutorials' 50k/10k/10k split)
+VOLATILE = ("trainer.threads=", "trainer.progress=", "trainer.resume=", "tracking.")  # how a run runs, not what
+QUICK = ("trainer.max_epochs=2", "dataset.max_train=2000", "dataset.max_valid=1000", "dataset.max_test=1000")
+FASHION_BASELINE = "Xiao et al. 2017, arXiv 1708.07747, and its benchmark"
+SPLITS = {"fashion_mnist": "50,000 train / 10,000 valid / 10,000 test, the tutorials' MNIST split",
+          "mnist": "50,000 / 10,000 / 10,000, the tutorials' split", "digits": "scikit-learn's 8x8 digits, "
+          "1,297 / 250 / 250: a stand-in for checking the script, not comparable with any figure below"}
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """The tutorial's exact protocol, timed by one capped run and extrapolated (see the module doc)."""
+
+    overrides: tuple          # the exact protocol (the experiment file as it is)
+    pretrain_epochs: int      # a layer
+    finetune_batch: int
+    patience: int             # iterations: the fewest fine-tuning epochs is patience / (N_TRAIN / batch)
+    tutorial_epochs: int      # fine-tuning epochs of the tutorial's own MNIST run
+    tutorial_minutes: str     # the tutorial's own timings, quoted
+    rows: int = 2000          # training rows of the timing run
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """One tutorial protocol: what ``dlexp`` runs, how many seeds, and what to compare it with."""
+
+    name: str
+    title: str
+    kind: str                 # supervised, unsupervised (a pretrain-only model) or stack (pretrain + fine-tune)
+    overrides: tuple
+    words: str                # the protocol in words
+    seeds: tuple = (1, 2, 3)
+    differs: str = "nothing but the data (Fashion-MNIST for MNIST)"
+    tutorial: str = "—"       # the tutorial's MNIST figure
+    baseline: str = "—"       # Fashion-MNIST's published baseline
+    notes: str = ""
+    digits: tuple = ()        # extra overrides needed on 8x8 digits (quick runs)
+    quick: tuple = ()         # extra overrides of a quick run
+    images: tuple = ("filters.png",)
+    estimate: Optional[Estimate] = None
+    default: bool = True      # in the default selection
+
+
+PATIENCE = ("the patience rule: stop at iteration max({p}{least}, 2 x the iteration of the last > 0.5 % relative "
+            "improvement), validating once an epoch")
+STACK_BASELINE = "none published; the MLP's is 12.9 %"
+PROTOCOLS = (
+    Protocol("logreg", "logistic regression, MSGD (logistic_sgd.py)", "supervised", ("experiment=tutorial_logreg",),
+             "zero-initialised softmax regression, MSGD lr 0.13, batch 600, no shuffling, "
+             + PATIENCE.format(p=5000, least=" (60 epochs)") + ", up to 1000 epochs",
+             tutorial="7.49 %", baseline="15.8 % (logistic regression, 84.2 % accuracy)",
+             notes="zero initialisation and no shuffling make the seed irrelevant: the seeds must agree exactly."),
+    Protocol("cg", "logistic regression, conjugate gradient (logistic_cg.py)", "supervised",
+             ("experiment=tutorial_cg",),
+             "zero-initialised softmax regression, scipy conjugate gradient on the whole training set, "
+             "50 iterations (one an 'epoch'), the best-validation parameters kept",
+             baseline="15.8 % (logistic regression, 84.2 % accuracy)",
+             notes="deterministic (zero init, full batch): the seeds must agree exactly."),
+    Protocol("mlp", "multilayer perceptron (mlp.py)", "supervised", ("experiment=tutorial_mlp",),
+             "784-500-10, tanh, MSGD lr 0.01, L2 1e-4 (L1 0), batch 20, "
+             + PATIENCE.format(p=10000, least=" (4 epochs)") + ", up to 1000 epochs",
+             tutorial="1.65 %", baseline="12.9 % (MLP, 87.1 % accuracy)"),
+    Protocol("lenet", "LeNet5 (convolutional_mlp.py)", "supervised", ("experiment=tutorial_lenet",),
+             "conv 20 and 50 5x5 filters with 2x2 max-pooling, 500 tanh, softmax; MSGD lr 0.1, batch 500, "
+             + PATIENCE.format(p=10000, least=" (100 epochs)") + ", up to 200 epochs",
+             seeds=(1, 2), tutorial="0.92 %", baseline="8.4–6.6 % (2 conv layers + pooling, 91.6–93.4 %)",
+             digits=("model.filter_size=3", "model.pool_size=1")),
+    Protocol("da0", "denoising autoencoder, corruption 0 (dA.py)", "unsupervised",
+             ("experiment=tutorial_da", "model.corruption_level=0.0"),
+             "784-500 tied-weight sigmoid autoencoder, cross-entropy, no corruption, lr 0.1, batch 20, 15 epochs",
+             seeds=(1, 2), tutorial="filters image (no error figure)"),
+    Protocol("da30", "denoising autoencoder, corruption 0.3 (dA.py)", "unsupervised", ("experiment=tutorial_da",),
+             "784-500 tied-weight sigmoid autoencoder, cross-entropy, 30 % masking noise, lr 0.1, batch 20, 15 epochs",
+             seeds=(1, 2), tutorial="filters image (no error figure)"),
+    Protocol("rbm", "restricted Boltzmann machine, PCD-15 (rbm.py)", "unsupervised", ("experiment=tutorial_rbm",),
+             "784-500 binary RBM, persistent CD with 15 Gibbs steps, lr 0.1, batch 20, 15 epochs; "
+             "20 chains from test images, 10 samples 1000 steps apart",
+             seeds=(1, 2), tutorial="samples image (no error figure)", images=("filters.png", "samples.png"),
+             quick=("model.plot_every=50",)),
+    Protocol("sda", "stacked denoising autoencoders (SdA.py), pretraining at batch 20", "stack",
+             ("experiment=tutorial_sda", "model.pretrain_batch_size=20", "model.pretrain_lr=0.02"),
+             "3 x 1000 sigmoid dAs, corruption 0.1/0.2/0.3, 15 pretraining epochs a layer at batch 20, lr 0.02; "
+             "fine-tuning as the tutorial: MSGD lr 0.1, batch 1, " + PATIENCE.format(p=500000, least=" (10 epochs)")
+             + ", up to 1000 epochs",
+             seeds=(1, 2), tutorial="1.30 %", baseline=STACK_BASELINE,
+             differs="pretraining at batch 20 with lr 0.02 (the tutorial: batch 1, lr 0.001 — conf/model/sda.yaml's "
+                     "deviation: 20x fewer steps, the lr raised as the gradient is a 20-row mean)",
+             estimate=Estimate(("experiment=tutorial_sda",), 15, 1, 500000, 36,
+                               "pretraining 585 min, fine-tuning 444 min for 36 epochs (Xeon E5430, 1 thread)")),
+    Protocol("sda_full", "stacked denoising autoencoders (SdA.py), the exact protocol", "stack",
+             ("experiment=tutorial_sda",),
+             "3 x 1000 sigmoid dAs, corruption 0.1/0.2/0.3, 15 pretraining epochs a layer at batch 1, lr 0.001; "
+             "MSGD lr 0.1, batch 1, " + PATIENCE.format(p=500000, least=" (10 epochs)") + ", up to 1000 epochs",
+             seeds=(1, 2), tutorial="1.30 %", baseline=STACK_BASELINE, default=False),
+    Protocol("dbn", "deep belief network (DBN.py), 10 pretraining epochs a layer", "stack",
+             ("experiment=tutorial_dbn", "model.pretrain_epochs=10"),
+             "3 x 1000 RBMs, CD-1, 10 pretraining epochs a layer at lr 0.01, batch 10; fine-tuning as the tutorial: "
+             "MSGD lr 0.1, batch 10, " + PATIENCE.format(p=20000, least=" (4 epochs)") + ", up to 1000 epochs",
+             seeds=(1, 2), tutorial="1.34 %", baseline=STACK_BASELINE,
+             differs="10 pretraining epochs a layer, not 100 (conf/model/dbn.yaml's deviation)",
+             estimate=Estimate(("experiment=tutorial_dbn",), 100, 10, 20000, 46,
+                               "pretraining 615 min, fine-tuning 101 min at 2.20 min/epoch (Xeon X5560, 4 threads)",
+                               rows=5000)),
+    Protocol("dbn_full", "deep belief network (DBN.py), the exact protocol", "stack", ("experiment=tutorial_dbn",),
+             "3 x 1000 RBMs, CD-1, 100 pretraining epochs a layer at lr 0.01, batch 10; MSGD lr 0.1, batch 10, "
+             + PATIENCE.format(p=20000, least=" (4 epochs)") + ", up to 1000 epochs",
+             seeds=(1, 2), tutorial="1.34 %", baseline=STACK_BASELINE, default=False),
+)
+BY_NAME = {p.name: p for p in PROTOCOLS}
+ALIASES = {"da": ("da0", "da30")}
+GROUPS = (  # the full runs, one command a group, with what they take on one core (bench/FIDELITY.md's last section)
+    ("logreg,cg,mlp", "logreg and CG: about a minute a seed; the MLP: up to 1000 epochs at ~2 s, < 40 min a seed"),
+    ("lenet", "100-200 epochs at ~15 s: 25-50 min a seed"),
+    ("da,rbm", "15 epochs: ~1 min a dA, ~6 min an RBM, a seed"),
+    ("sda", "its timing run, then ~10 min pretraining + 10-36+ batch-1 fine-tuning epochs at 2-4 min: 0.5-2.5 h"),
+    ("dbn", "its timing run, then 10-20 min pretraining + 4-46+ fine-tuning epochs at 0.5-1 min: 0.3-1 h a seed"),
+    ("sda_full,dbn_full", "the exact protocols, estimated in the sda and dbn sections: 1-3.5 h, 1.7-4 h a seed"),
+)
+
+
+# ------------------------------------------------------------------ what a run is
+def identity(p: Protocol, seed, dataset: str, quick: bool, estimate: bool = False) -> list:
+    """The overrides that decide a run's result: a stored run with exactly these is this (protocol, seed)."""
+    if estimate:
+        e = p.estimate
+        rows = 200 if quick else e.rows
+        return merge(e.overrides, [f"dataset={dataset}", "trainer.seed=1", f"dataset.max_train={rows}",
+                                   "dataset.max_valid=1000", "dataset.max_test=1000", "model.pretrain_epochs=1",
+                                   "trainer.max_epochs=1"])
+    extra = list(p.digits if dataset == "digits" else ())
+    if quick:
+        extra += [*QUICK, *p.quick] + (["model.pretrain_epochs=1"] if p.kind != "supervised" else [])
+    return merge(p.overrides, [f"dataset={dataset}", f"trainer.seed={seed}", *extra])
+
+
+def merge(*groups) -> list:
+    """Overrides in order, a later value of a key replacing an earlier one in its place (one value a key)."""
+    out = {}
+    for override in (o for group in groups for o in group):
+        out[override.split("=", 1)[0]] = override
+    return list(out.values())
+
+
+def run_name(p: Protocol, seed, quick: bool) -> str:
+    """``fidelity/<protocol>/seed<s>`` (``fidelity-quick/...`` for quick runs, ``.../estimate`` for timing runs)."""
+    return f"{EXPERIMENT}{'-quick' if quick else ''}/{p.name}/" + ("estimate" if seed is None else f"seed{seed}")
+
+
+def command(ident: list, name: str, store: str, threads) -> list:
+    """The dlexp subprocess: the identity plus how to run it (store, name, progress, threads, resume)."""
+    how = [f"tracking.uri={store}", f"tracking.experiment={EXPERIMENT}", f"tracking.run_name={name}",
+           "trainer.progress=log", "trainer.resume=auto"] + ([f"trainer.threads={threads}"] if threads else [])
+    return [sys.executable, "-m", "dlexp.cli", *ident, *how]
+
+
+def stored_identity(run) -> list:
+    """A stored run's overrides without the ones that only say how it ran."""
+    return [o for o in run.data.tags.get("dlexp.overrides", "").split() if not o.startswith(VOLATILE)]
+
+
+# ------------------------------------------------------------------ the store
+def absolute_store(uri: str) -> str:
+    """A path or sqlite URI made absolute, so the runs (in another working directory) find the same file."""
+    if "://" not in uri:
+        return "sqlite:///" + str(Path(uri).resolve())
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(uri[len("sqlite:///"):]).resolve())
+    return uri
+
+
+def work_dir(store: str) -> Path:
+    """Where the runs' own output folders go: beside a sqlite store, else outputs/fidelity."""
+    if store.startswith("sqlite:///"):
+        return Path(store[len("sqlite:///"):]).parent
+    return REPO / "outputs" / "fidelity"
+
+
+def stored_runs(store: str) -> list:
+    """Every run of the fidelity experiment in the store (none if neither exists yet)."""
+    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).exists():
+        return []
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(store)
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs([exp.experiment_id], max_results=1000, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def matching(runs: list, name: str, ident: list) -> list:
+    """The stored runs of this name and identity, newest first."""
+    hits = [r for r in runs if r.info.run_name == name and stored_identity(r) == ident]
+    return sorted(hits, key=lambda r: r.info.start_time or 0, reverse=True)
+
+
+def finished(runs: list, name: str, ident: list):
+    """The newest FINISHED run of this name and identity, or None."""
+    return next((r for r in matching(runs, name, ident) if r.info.status == "FINISHED"), None)
+
+
+# ------------------------------------------------------------------ running
+@dataclass
+class Job:
+    """One run to make: a protocol's seed (or its timing run, seed None), its identity and run name."""
+
+    protocol: Protocol
+    seed: Optional[int]
+    ident: list
+    name: str
+
+
+def plan(protocols: list, seeds, dataset: str, quick: bool, timing_only: bool = False) -> list:
+    """Every (protocol, seed) job of the selection, timing runs first (they are short)."""
+    jobs = []
+    for p in protocols:
+        if p.estimate:
+            jobs.append(Job(p, None, identity(p, None, dataset, quick, estimate=True), run_name(p, None, quick)))
+        for seed in [] if timing_only else seeds or (p.seeds[:1] if quick else p.seeds):
+            jobs.append(Job(p, seed, identity(p, seed, dataset, quick), run_name(p, seed, quick)))
+    return jobs
+
+
+def wait_forwarding(proc) -> int:
+    """Wait for the run, passing it Ctrl-C / SIGTERM once each time one comes (it saves its state and ends
+    KILLED); KeyboardInterrupt after it has stopped, so no further run starts."""
+    stopped = []
+
+    def forward(signum, frame):
+        stopped.append(signum)
+        proc.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if stopped:
+        raise KeyboardInterrupt
+    return rc
+
+
+def run_job(job: Job, store: str, threads, logs: Path) -> bool:
+    """One dlexp subprocess (its own session: a signal reaches it once, through us), its output to a log
+    file; True if it exited 0."""
+    logs.mkdir(parents=True, exist_ok=True)
+    log_file = logs / (job.name.replace("/", "_") + ".log")
+    cmd = command(job.ident, job.name, store, threads)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])))
+    start = time.perf_counter()
+    with open(log_file, "a") as out:
+        out.write(f"\n$ python {' '.join(cmd[1:])}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=work_dir(store), stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+        rc = wait_forwarding(proc)
+    seconds = time.perf_counter() - start
+    if rc != 0:
+        tail = [line for line in log_file.read_text().splitlines() if line.strip()][-3:]
+        print(f"    FAILED (exit {rc}, {seconds:.0f} s), log {log_file}:\n      " + "\n      ".join(tail))
+        return False
+    print(f"    done in {seconds:.0f} s", flush=True)
+    return True
+
+
+def run_all(jobs: list, store: str, threads, dry_run: bool) -> int:
+    """Run the jobs without a FINISHED run in the store, one at a time; the number that failed."""
+    runs = stored_runs(store)
+    todo = [j for j in jobs if finished(runs, j.name, j.ident) is None]
+    print(f"{len(jobs)} runs selected, {len(jobs) - len(todo)} already FINISHED in {store}, {len(todo)} to run")
+    failed = 0
+    for i, job in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {job.name}: {' '.join(job.ident)}", flush=True)
+        if dry_run:
+            print("    python " + " ".join(command(job.ident, job.name, store, threads)[1:]))
+            continue
+        work_dir(store).mkdir(parents=True, exist_ok=True)
+        failed += not run_job(job, store, threads, work_dir(store) / "logs")
+    return failed
+
+
+# ------------------------------------------------------------------ reading back
+def pretraining(store: str, run) -> dict:
+    """Epochs, each layer's last cost and the seconds of the pretraining, from its per-epoch metrics.
+
+    The per-epoch histories, not the run's final metrics: a run resumed after its pretraining logs no
+    final pretraining metrics (``final_cost``, ``pretrain_seconds``) in the sitting that finishes it.
+    """
+    from mlflow.tracking import MlflowClient
+
+    m, client = run.data.metrics, MlflowClient(store)
+    costs = sorted((k for k in m if k == "pretrain/cost" or (k.startswith("pretrain/layer_") and k.endswith("/cost"))),
+                   key=lambda k: int(k.split("/")[1].split("_")[1]) if "layer_" in k else 0)
+    seconds = m.get("pretrain_seconds")
+    if seconds is None:
+        seconds = sum(h.value for k in costs for h in client.get_metric_history(
+            run.info.run_id, k.rsplit("/", 1)[0] + "/epoch_seconds"))
+    epochs = len(client.get_metric_history(run.info.run_id, costs[0])) if costs else 0
+    return {"pretrain_epochs": epochs, "costs": [m[k] for k in costs], "pretrain_seconds": seconds,
+            "final_cost": m.get("final_cost", m[costs[-1]] if costs else None)}
+
+
+def stop_reason(run) -> str:
+    """Why the supervised phase stopped, from the run's params and metrics."""
+    params, m = run.data.params, run.data.metrics
+    max_epochs, epochs = int(params.get("trainer.max_epochs", 0)), int(m.get("epochs", 0))
+    if params.get("optimizer.name") == "cg":
+        return f"iteration count ({max_epochs})" if epochs >= max_epochs else "CG converged"
+    rule = params.get("early_stopping.name")
+    if epochs < max_epochs and rule == "patience":
+        return "patience exhausted"
+    if epochs < max_epochs and rule == "no_improvement":
+        return "no improvement"
+    return f"epoch count ({max_epochs})" if rule == "none" else f"max_epochs ({max_epochs})"
+
+
+def wall_seconds(run) -> float:
+    """Start to end of the MLflow run (data loading and images included)."""
+    if run.info.end_time and run.info.start_time:
+        return (run.info.end_time - run.info.start_time) / 1000
+    return math.nan
+
+
+def image_link(run, image: str, report_dir: Path) -> str:
+    """A Markdown link to the run's image artifact, relative to the report when the store is local."""
+    parsed = urlparse(run.info.artifact_uri)
+    if parsed.scheme not in ("", "file"):
+        return f"`{run.info.artifact_uri}/images/{image}`"
+    path = Path(unquote(parsed.path)) / "images" / image
+    if not path.exists():
+        return f"{image} (missing)"
+    return f"[{image}]({os.path.relpath(path, report_dir)})"
+
+
+def row_of(run, p: Protocol, store: str, report_dir: Path) -> dict:
+    """One run's figures for the report, all from the store."""
+    m = run.data.metrics
+    row = {"seed": run.data.params.get("trainer.seed", "?"), "run": run.info.run_id,
+           "commit": run.data.tags.get("dlexp.git_commit", "?")[:10], "wall": wall_seconds(run),
+           "device": run.data.tags.get("dlexp.device", "?")}
+    if p.kind != "supervised":
+        row.update(pretraining(store, run))
+        row["images"] = ", ".join(image_link(run, im, report_dir) for im in p.images)
+    if p.kind != "unsupervised":
+        row.update(valid=m.get("best_valid_error"), test=m.get("final_test_error"), epochs=int(m.get("epochs", 0)),
+                   stop=stop_reason(run), train_seconds=m.get("train_seconds"))
+    return row
+
+
+def collect(protocols: list, runs: list, dataset: str, quick: bool) -> dict:
+    """For each protocol: its FINISHED runs (one per seed, the newest) and its other runs, by identity."""
+    out = {}
+    for p in protocols:
+        seeds = sorted({int(r.info.run_name.rsplit("seed", 1)[1]) for r in runs
+                        if r.info.run_name and r.info.run_name.startswith(run_name(p, "", quick))
+                        and r.info.run_name.rsplit("seed", 1)[1].isdigit()})
+        done, other = [], []
+        for seed in seeds:
+            name, ident = run_name(p, seed, quick), identity(p, seed, dataset, quick)
+            best = finished(runs, name, ident)
+            done += [best] if best else []
+            other += [r for r in matching(runs, name, ident) if r.info.status != "FINISHED"]
+        timing = finished(runs, run_name(p, None, quick), identity(p, None, dataset, quick, True)) \
+            if p.estimate else None
+        out[p.name] = (done, other, timing)
+    return out
+
+
+# ------------------------------------------------------------------ formatting
+def stat(values, scale: float = 1.0, digits: int = 2, unit: str = "") -> str:
+    """``mean ± sd unit`` over the values (sample sd; the mean alone for one value); ``—`` for none."""
+    values = [scale * v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return "—"
+    mean = statistics.fmean(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f}{unit}"
+    return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}{unit}"
+
+
+def pct(v) -> str:
+    """An error rate as a percentage, ``—`` when the run has none."""
+    return "—" if v is None else f"{100 * v:.2f} %"
+
+
+def epochs_text(rows: list, p: Protocol) -> str:
+    """Epochs run and why it stopped, over the seeds (``12, 15 (patience exhausted)``)."""
+    parts = []
+    if p.kind != "supervised":
+        parts.append(f"{'/'.join(sorted({str(r['pretrain_epochs']) for r in rows}))} "
+                     + ("pretraining a layer" if p.kind == "stack" else "(epoch count)"))
+    if p.kind != "unsupervised":
+        stops = sorted({r["stop"] for r in rows})
+        parts.append(f"{', '.join(str(r['epochs']) for r in rows)} ({'; '.join(stops)})")
+    return " + ".join(parts)
+
+
+def summary_line(p: Protocol, rows: list) -> str:
+    """The protocol's row of the summary table."""
+    seconds = [r["wall"] for r in rows]
+    if p.kind == "unsupervised":
+        figures = f"final cost {stat([r['final_cost'] for r in rows])} | — "
+    else:
+        figures = (f"{stat([r['valid'] for r in rows], 100, unit=' %')} | "
+                   f"{stat([r['test'] for r in rows], 100, unit=' %')} ")
+    return (f"| {p.name} | {len(rows)} | {epochs_text(rows, p)} | {figures}| {stat(seconds, digits=1)} | "
+            f"{p.tutorial} | {p.baseline} |")
+
+
+SUMMARY_HEAD = ("| protocol | n | epochs (why it stopped) | best valid error | test error | wall s / run | "
+                "tutorial (MNIST) | Fashion-MNIST baseline |\n| --- | --- | --- | --- | --- | --- | --- | --- |")
+
+
+def seed_table(p: Protocol, rows: list) -> list:
+    """One line per seed: every figure the summary averages, the run id and commit."""
+    if p.kind == "supervised":
+        head = "| seed | epochs | stopped | best valid | test | train s | wall s | commit | run |"
+        body = [f"| {r['seed']} | {r['epochs']} | {r['stop']} | {pct(r['valid'])} | {pct(r['test'])} | "
+                f"{r['train_seconds']:.1f} | {r['wall']:.1f} | {r['commit']} | `{r['run']}` |" for r in rows]
+    elif p.kind == "unsupervised":
+        head = "| seed | epochs | final cost | train s | wall s | images | commit | run |"
+        body = [f"| {r['seed']} | {r['pretrain_epochs']} | {r['final_cost']:.3f} | {r['pretrain_seconds']:.1f} | "
+                f"{r['wall']:.1f} | {r['images']} | {r['commit']} | `{r['run']}` |" for r in rows]
+    else:
+        head = ("| seed | pretraining epochs a layer | final cost a layer | pretrain s | fine-tuning epochs | "
+                "stopped | best valid | test | fine-tune s | wall s | images | commit | run |")
+        body = [f"| {r['seed']} | {r['pretrain_epochs']} | {' / '.join(f'{c:.2f}' for c in r['costs'])} | "
+                f"{r['pretrain_seconds'] or 0:.1f} | {r['epochs']} | {r['stop']} | {pct(r['valid'])} | "
+                f"{pct(r['test'])} | {r['train_seconds']:.1f} | {r['wall']:.1f} | {r['images']} | {r['commit']} | "
+                f"`{r['run']}` |" for r in rows]
+    return [head, "|" + " --- |" * (head.count("|") - 1), *body]
+
+
+def hours(seconds: float) -> str:
+    """A duration in minutes, or hours from one hour up."""
+    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+
+
+def estimate_lines(p: Protocol, timing, rows: list) -> list:
+    """The exact protocol's time, extrapolated from its capped timing run (stated as an estimate)."""
+    e = p.estimate
+    if timing is None:
+        return [f"Full-protocol estimate: no timing run yet (`python -m bench.fidelity --models {p.name}` makes it)."]
+    m = timing.data.metrics
+    n_rows = int(m["iterations"]) * e.finetune_batch  # one epoch over the capped training rows
+    layers = [m[k] for k in sorted(m) if k.startswith("pretrain/layer_") and k.endswith("/epoch_seconds")]
+    per_epoch_pre = sum(layers) * N_TRAIN / n_rows
+    per_epoch_ft = m["train_seconds"] * N_TRAIN / n_rows
+    fewest = math.ceil(e.patience / (N_TRAIN / e.finetune_batch))
+    pre = per_epoch_pre * e.pretrain_epochs
+    at = [(f"the patience rule's fewest, {fewest}", fewest), (f"the tutorial's {e.tutorial_epochs}", e.tutorial_epochs)]
+    stopped = [r for r in rows if r["stop"] == "patience exhausted"]
+    if stopped:  # this variant fine-tunes exactly as the full protocol does: its epochs are the best guess
+        mean = statistics.fmean(r["epochs"] for r in stopped)
+        at.append((f"this variant's mean {mean:.0f}", mean))
+    out = [f"**Full protocol (`{' '.join(e.overrides)}`), estimated** from run `{timing.info.run_id}` "
+           f"(the exact settings for one epoch over {n_rows} training rows, validation on 1,000 + 1,000, "
+           f"threads {timing.data.params.get('trainer.threads', 'None')}), scaled to {N_TRAIN:,} rows:",
+           f"- pretraining: {' + '.join(f'{s * N_TRAIN / n_rows:.0f}' for s in layers)} s an epoch over the "
+           f"{len(layers)} layers x {e.pretrain_epochs} epochs = **{hours(pre)}**",
+           f"- fine-tuning: {per_epoch_ft:.0f} s an epoch (one validation included); "
+           + "; ".join(f"at {label} epochs {hours(per_epoch_ft * n)}" for label, n in at)
+           + f"; at the 1000-epoch cap {hours(per_epoch_ft * 1000)}",
+           f"- total a seed: **{hours(pre + per_epoch_ft * fewest)} – "
+           f"{hours(pre + per_epoch_ft * max(n for _, n in at))}** "
+           f"(the tutorial on MNIST: {e.tutorial_minutes})"]
+    return out
+
+
+def section(p: Protocol, done: list, other: list, timing, store: str, report_dir: Path, quick: bool) -> list:
+    """A protocol's part of the report: the protocol, what differs, references, one line per seed."""
+    rows = [row_of(r, p, store, report_dir) for r in sorted(done, key=lambda r: int(r.data.params["trainer.seed"]))]
+    lines = [f"### {p.name}: {p.title}", "", f"- protocol: {p.words} (`{' '.join(p.overrides)}`)",
+             f"- differs from the tutorial: {p.differs}" + ("; **quick: capped epochs and rows**" if quick else ""),
+             f"- tutorial on MNIST: {p.tutorial}; Fashion-MNIST baseline: {p.baseline}"]
+    lines += [f"- note: {p.notes}"] if p.notes else []
+    lines += [""] + (seed_table(p, rows) if rows else ["not run yet: `python -m bench.fidelity --models "
+                                                       f"{p.name}{' --quick' if quick else ''}`"])
+    for r in other:
+        why = r.data.tags.get("dlexp.error") or r.data.tags.get("dlexp.pruned") or ""
+        lines.append(f"\nalso in the store: run `{r.info.run_id}` ({r.info.run_name}) {r.info.status}"
+                     + (f": {why}" if why else " (the next sitting continues it)"))
+    if p.estimate:
+        lines += [""] + estimate_lines(p, timing, rows)
+    return lines + [""]
+
+
+def machine() -> str:
+    """This machine in one line: CPU, cores, memory, OS, Python, torch."""
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") if Path("/proc/cpuinfo").exists() else open(os.devnull) as f:
+        cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    mem = ""
+    if hasattr(os, "sysconf") and "SC_PHYS_PAGES" in os.sysconf_names:
+        mem = f", {os.sysconf('SC_PHYS_PAGES') * os.sysconf('SC_PAGE_SIZE') / 2 ** 30:.0f} GiB"
+    try:
+        import torch
+        torch_v = f", torch {torch.__version__} ({torch.get_num_threads()} threads by default)"
+    except ImportError:
+        torch_v = ""
+    return f"{cpu}, {os.cpu_count()} cores{mem}, {platform.system()} {platform.release()}, " \
+           f"Python {platform.python_version()}{torch_v}"
+
+
+def git_commit() -> str:
+    """HEAD, marked when the working tree has changes."""
+    def git(*a):  # read-only git queries
+        return subprocess.run(["git", *a], cwd=REPO, capture_output=True, text=True).stdout.strip()
+    head = git("rev-parse", "HEAD") or "unknown"
+    return head + (" (with uncommitted changes)" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def header(quick: bool, dataset: str, store: str, collected: dict) -> list:
+    """Title, what the report is, when, where, which commits the runs came from."""
+    runs = [r for done, _, t in collected.values() for r in done + ([t] if t else [])]
+    commits = sorted({r.data.tags.get("dlexp.git_commit", "?")[:10] for r in runs}) or ["none yet"]
+    devices = sorted({f"{r.data.tags.get('dlexp.device', '?')} trainer.threads={r.data.params.get('trainer.threads')}"
+                      for r in runs}) or ["none yet"]
+    title = "# The tutorials reproduced" + (" — QUICK (not the protocol)" if quick else "")
+    lines = [title, ""]
+    if quick:
+        lines += ["> **quick (not the protocol)**: every protocol for 2 epochs (1 pretraining epoch a layer) on "
+                  "at most 2,000 training rows, one seed. These figures check the script, not the tutorials; "
+                  "`python -m bench.fidelity` (no `--quick`) replaces this file with the real runs.", ""]
+    lines += [f"Every tutorial's protocol run to its own end by `python -m bench.fidelity`, over seeds, on "
+              f"**{dataset}** ({SPLITS.get(dataset, '')}); every figure below is read back from the MLflow store, "
+              f"none from a run's output. Fashion-MNIST stands in for MNIST, whose training images are not on our "
+              f"machines: it is harder, so its errors are several times the tutorials' MNIST figures; its "
+              f"published baselines ({FASHION_BASELINE}) are the fairer comparison.", "",
+              f"- written: {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC}, at commit "
+              f"{git_commit()}", f"- the runs' commits: {', '.join(commits)}; devices: {', '.join(devices)}",
+              f"- this machine: {machine()}", f"- store: `{store}`, experiment `{EXPERIMENT}`", ""]
+    return lines
+
+
+def how_to_run(quick: bool) -> list:
+    """The commands that make (and continue) the report, one a protocol group."""
+    lines = ["## Running it", "", "Each command runs only the (protocol, seed) pairs the store lacks, so it can be "
+             "stopped (Ctrl-C: the run saves its state) and started again; `--threads 1` leaves a core free.", "",
+             "```bash"]
+    lines += [f"python -m bench.fidelity --models {models} --threads 1    # {what}" for models, what in GROUPS]
+    lines += ["python -m bench.fidelity --report-only    # this file, from the store", "```", ""]
+    return lines
+
+
+def write_report(out: Path, store: str, dataset: str, quick: bool, selected: list) -> None:
+    """FIDELITY.md from the store: the summary table, a section a protocol, how to run it."""
+    shown = [p for p in PROTOCOLS if p.default or p in selected]
+    runs = stored_runs(store)
+    collected = collect(shown, runs, dataset, quick)
+    shown = [p for p in shown if p.default or p in selected or collected[p.name][0]]
+    report_dir = out.resolve().parent
+    lines = header(quick, dataset, store, collected) + ["## Summary", "", "mean ± sd over seeds (n); unsupervised "
+                                                        "models: their final training cost (dA: reconstruction "
+                                                        "cross-entropy, RBM: pseudo-likelihood).", "", SUMMARY_HEAD]
+    for p in shown:
+        done = collected[p.name][0]
+        lines.append(summary_line(p, [row_of(r, p, store, report_dir) for r in done]) if done
+                     else f"| {p.name} | 0 | not run yet | — | — | — | {p.tutorial} | {p.baseline} |")
+    lines += ["", "## Protocols", ""]
+    for p in shown:
+        lines += section(p, *collected[p.name], store, report_dir, quick)
+    lines += how_to_run(quick)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(out)  # a reader never sees half a report
+    print(f"wrote {out}")
+
+
+# ------------------------------------------------------------------ command line
+def select(models: str) -> list:
+    """The protocols named by ``--models`` (aliases expanded), or the default ones."""
+    if not models:
+        return [p for p in PROTOCOLS if p.default]
+    names = [n for m in models.split(",") if m.strip() for n in ALIASES.get(m.strip(), (m.strip(),))]
+    unknown = [n for n in names if n not in BY_NAME]
+    if unknown:
+        raise SystemExit(f"bench.fidelity: error: unknown protocol {unknown[0]!r}: one of "
+                         f"{', '.join([*BY_NAME, *ALIASES])}")
+    return [BY_NAME[n] for n in dict.fromkeys(names)]
+
+
+def parse(argv) -> argparse.Namespace:
+    """The command line (see the module doc)."""
+    ap = argparse.ArgumentParser(prog="python -m bench.fidelity", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="", help=f"comma-separated protocols: {', '.join([*BY_NAME, *ALIASES])}")
+    ap.add_argument("--seeds", default="", help="comma-separated seeds, instead of each protocol's own")
+    ap.add_argument("--store", default=None, help="MLflow tracking URI or sqlite file (default "
+                    "outputs/fidelity/mlflow.db; with --quick outputs/fidelity-quick/mlflow.db)")
+    ap.add_argument("--out", default=str(REPO / "bench" / "FIDELITY.md"), help="the report")
+    ap.add_argument("--dataset", default="fashion_mnist", choices=["fashion_mnist", "mnist", "digits"])
+    ap.add_argument("--threads", type=int, default=None, help="trainer.threads for every run")
+    ap.add_argument("--quick", action="store_true", help="2 epochs, 2,000 rows, one seed: checks the script")
+    ap.add_argument("--report-only", action="store_true", help="write the report from the store, run nothing")
+    ap.add_argument("--timing-only", action="store_true", help="run only the full-protocol timing runs (sda, dbn)")
+    ap.add_argument("--dry-run", action="store_true", help="print the commands that would run, run nothing")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Run what the store lacks of the selection, then write the report from the store; the exit status."""
+    args = parse(argv)
+    protocols = select(args.models)
+    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    store = absolute_store(args.store or str(REPO / "outputs" / ("fidelity-quick" if args.quick else "fidelity")
+                                             / "mlflow.db"))
+    failed = 0
+    if not args.report_only:
+        jobs = plan(protocols, seeds, args.dataset, args.quick, args.timing_only)
+        try:
+            failed = run_all(jobs, store, args.threads, args.dry_run)
+        except KeyboardInterrupt:
+            print("\nstopped: the interrupted run saved its state; the same command continues it", file=sys.stderr)
+            return 130
+    if not args.dry_run:
+        write_report(Path(args.out), store, args.dataset, args.quick, protocols)
+    if failed:
+        print(f"{failed} run(s) failed; see the logs under {work_dir(store) / 'logs'}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
