@@ -6,6 +6,7 @@ hex digits, the most a store's digest column holds), whose source is the file or
 (or ``sklearn.datasets.load_digits``), logged with the context ``train``, ``valid`` or ``test``.
 The splits need names of their own: MLflow keeps one input per (name, digest).
 """
+import time
 import warnings
 
 SPLITS = ("train", "valid", "test")
@@ -41,7 +42,30 @@ def dataset_inputs(dataset) -> list:
     return inputs
 
 
-def log_dataset_inputs(tracker, dataset) -> None:
-    """Log the run's dataset inputs (nothing without a run)."""
-    if tracker.run_id:
-        tracker.client.log_inputs(tracker.run_id, datasets=dataset_inputs(dataset))
+def log_dataset_inputs(tracker, dataset, tries: int = 5) -> None:
+    """Log the run's dataset inputs (nothing without a run).
+
+    MLflow's SQL store looks the experiment's datasets up, then inserts the missing ones, in one
+    transaction: runs of one experiment logging the same new dataset at the same moment (a parallel
+    sweep's jobs) race, and all but one fail on the store's unique (experiment, name, digest) key,
+    their transaction rolled back. Tried again, the dataset is there and only the run's link is added.
+    """
+    if not tracker.run_id:
+        return
+    from mlflow.exceptions import MlflowException
+
+    inputs = dataset_inputs(dataset)
+    for attempt in range(tries):
+        try:
+            tracker.client.log_inputs(tracker.run_id, datasets=inputs)
+            return
+        except MlflowException as e:
+            if attempt == tries - 1 or not _lost_race(e):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+
+
+def _lost_race(error) -> bool:
+    """A unique-key violation on insert (sqlite, PostgreSQL, MySQL): another run inserted it first."""
+    text = str(error).lower()
+    return "unique constraint" in text or "duplicate key" in text or "duplicate entry" in text

@@ -164,10 +164,22 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     tags = run_tags(run, prep, overrides, out, params, state)
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
-    run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
+    try:
+        run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
+        return _wire(run, prep, out, stop, tracker, params, state, run_id, resumed=resume_id is not None)
+    except BaseException as e:  # once the run exists, it ends here, never left RUNNING
+        if tracker.run_id:
+            with contextlib.suppress(Exception):
+                tracker.set_tags({"dlexp.error": f"{type(e).__name__}: {e}"[:5000]})
+            tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
+        raise
+
+
+def _wire(run, prep, out, stop, tracker, params, state, run_id, resumed: bool) -> RunContext:
+    """The started run's dataset inputs, listeners and checkpoint hook."""
     if run_id:
         log.info("MLflow run %s in %s", run_id, tracker.uri)
-        if resume_id is None:  # a continued run has its inputs already
+        if not resumed:  # a continued run has its inputs already
             lineage.log_dataset_inputs(tracker, prep.dataset)
     local_artifacts = tracker.local_artifact_dir(run_id) if run_id else None
     state_file = resume.state_path(local_artifacts, out)
@@ -184,7 +196,7 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
                           on_checkpoint=on_checkpoint, stop=stop, compile=t.compile, precision=t.precision,
                           eval_batch_size=t.eval_batch_size)
     ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file, Progress(t.progress, t.max_epochs))
-    ctx.monitor = _system_metrics(run, tracker, resumed=resume_id is not None)
+    ctx.monitor = _system_metrics(run, tracker, resumed=resumed)
     pruner = pruner_for(tracker.client)
     ctx.listeners = [tracker, ctx.progress] + ([pruner] if pruner else [])
     return ctx

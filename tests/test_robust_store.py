@@ -287,3 +287,67 @@ def test_read_only_store_is_one_line(tmp_path, complete_store, with_db):
         assert (db.read_bytes() == before) if with_db else not db.exists()
     finally:
         os.chmod(store, 0o755)
+
+
+# ---------------------------------------- the same new dataset, logged by runs at the same instant
+LOG_INPUTS_AT_ONCE = r"""
+import sys, time
+from pathlib import Path
+from dlexp import lineage
+from dlexp.config import DatasetConfig
+from dlexp.data import load_dataset
+from dlexp.tracking import Tracker
+
+uri, gate, i, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+dataset = load_dataset(DatasetConfig(name="digits"))
+tracker = Tracker(uri, "together")
+tracker.start(f"run {i}", {}, {})
+(gate / f"ready-{i}").touch()
+while len(list(gate.glob("ready-*"))) < n:  # a barrier: every process has its run, then all log at once
+    time.sleep(0.001)
+lineage.log_dataset_inputs(tracker, dataset)
+tracker.end("FINISHED")
+"""
+
+
+def test_runs_logging_the_same_new_dataset_at_once_all_log_it(tmp_path, complete_store):
+    """A parallel sweep's jobs log the same new dataset inputs at one moment: MLflow's store inserts a
+    dataset after looking it up, so all but one lost that race on its unique key (the job failed,
+    its run left RUNNING). Every run now has its three inputs, stored once each."""
+    shutil.copy(complete_store, tmp_path / "mlflow.db")
+    uri, gate, n = f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "gate", 6
+    gate.mkdir()
+    procs = [subprocess.Popen([sys.executable, "-c", LOG_INPUTS_AT_ONCE, uri, str(gate), str(i), str(n)],
+                              stderr=subprocess.PIPE, text=True) for i in range(n)]
+    for p in procs:
+        _, stderr = p.communicate(timeout=300)
+        assert p.returncode == 0, stderr[-3000:]
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("together").experiment_id])
+    assert len(runs) == n and {r.info.status for r in runs} == {"FINISHED"}
+    for run in runs:
+        contexts = sorted(tag.value for i in run.inputs.dataset_inputs for tag in i.tags)
+        assert contexts == ["test", "train", "valid"]
+    with sqlite3.connect(tmp_path / "mlflow.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM datasets").fetchone()[0] == 3
+
+
+def test_a_store_fault_once_the_run_exists_ends_it_failed(tmp_path, monkeypatch, store):
+    """A fault of the store after the run was created (here: logging its dataset inputs) ends the run
+    FAILED with the reason, never RUNNING, and the command in one line."""
+    from mlflow.exceptions import MlflowException
+
+    from dlexp import cli
+
+    def disk_fault(*args, **kwargs):
+        raise MlflowException("(sqlite3.OperationalError) disk I/O error")
+
+    monkeypatch.setattr(MlflowClient, "log_inputs", disk_fault)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["dlexp", *RUN, f"tracking.uri={store}", "tracking.experiment=store-fault"])
+    with pytest.raises(SystemExit) as stop:
+        cli.main()
+    assert stop.value.code not in (0, None)
+    client = MlflowClient(store)
+    [run] = client.search_runs([client.get_experiment_by_name("store-fault").experiment_id])
+    assert run.info.status == "FAILED" and "disk I/O error" in run.data.tags["dlexp.error"]
