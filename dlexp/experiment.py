@@ -1,5 +1,7 @@
 """One run, start to end: config -> data + model -> trainer -> tracker.
 
+    skip        trainer.skip_finished: a config that FINISHED before returns that run's result (dlexp.sweep.skip)
+    requeue     on SLURM (submitit), a preempted run saves its state and its job is requeued (dlexp.sweep.requeue)
     preflight   every check that can be made before a run exists (dlexp.preflight)
     tracked_run the MLflow run, started and ended FINISHED / FAILED / KILLED (dlexp.tracked)
     pretrain    layer-wise unsupervised training, for models with layers to pretrain (dlexp.phases)
@@ -9,6 +11,7 @@ from pathlib import Path
 
 from . import phases
 from .preflight import preflight
+from .sweep import requeue, skip
 from .tracked import tracked_run
 
 
@@ -16,10 +19,15 @@ def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict
     """Train and track one run; returns its final metrics."""
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prep = preflight(run)
-    with tracked_run(run, prep, composed_yaml, overrides, out) as ctx:
-        if prep.model.pretrain_layers() and ctx.phase != "finetune":
-            ctx.final.update(phases.pretrain(ctx))
-        if prep.model.supervised:
-            ctx.final.update(phases.finetune(ctx))
+    done = skip.finished_result(run, overrides, out)
+    if done is not None:
+        return done
+    run = skip.without_skip(run)
+    with requeue.on_preemption():
+        prep = preflight(run)
+        with tracked_run(run, prep, composed_yaml, overrides, out) as ctx:
+            if prep.model.pretrain_layers() and ctx.phase != "finetune":
+                ctx.final.update(phases.pretrain(ctx))
+            if prep.model.supervised:
+                ctx.final.update(phases.finetune(ctx))
     return {**ctx.final, "run_id": ctx.run_id, "output_dir": str(out)}

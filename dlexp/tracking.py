@@ -116,6 +116,7 @@ class Tracker:
             flush_seconds = float(os.environ.get("DLEXP_TRACKING_FLUSH_SECONDS", "2"))
         self.flush_seconds = flush_seconds
         self.run_id = None
+        self._artifact_uri = None  # of the run this tracker created
         self._buffer = []
         self._logged = {}  # a resumed run: metric key -> last step already in the store
         self._last_flush = time.monotonic()
@@ -123,17 +124,19 @@ class Tracker:
     def start(self, run_name: str, params: dict, tags: dict, run_id: str = None) -> str:
         """Create a run, or continue ``run_id`` (a resumed run: its params stay, metrics at steps it
         has already logged are not logged twice)."""
-        if run_id is None:
-            run = self.client.create_run(self.experiment_id, run_name=run_name)
+        if run_id is None:  # the run and its tags in one write, its params in one more (per 100)
+            run = self.client.create_run(self.experiment_id, run_name=run_name,
+                                         tags={k: str(v)[:8000] for k, v in tags.items()})
             self.run_id = run.info.run_id
+            self._artifact_uri = run.info.artifact_uri
             items = [Param(k, str(v)[:6000]) for k, v in params.items()]
             for i in range(0, len(items), 100):
                 self.client.log_batch(self.run_id, params=items[i:i + 100])
-        else:
-            self.run_id = run_id
-            self.client.update_run(run_id, status="RUNNING")
-            for key in self.client.get_run(run_id).data.metrics:
-                self._logged[key] = max(m.step for m in self.client.get_metric_history(run_id, key))
+            return self.run_id
+        self.run_id = run_id
+        self.client.update_run(run_id, status="RUNNING")
+        for key in self.client.get_run(run_id).data.metrics:
+            self._logged[key] = max(m.step for m in self.client.get_metric_history(run_id, key))
         self.set_tags(tags)
         return self.run_id
 
@@ -156,7 +159,10 @@ class Tracker:
         """The run's artifact directory when it is on this file system (a path), else None."""
         from urllib.parse import unquote, urlparse
 
-        uri = self.client.get_run(run_id or self.run_id).info.artifact_uri
+        if (run_id or self.run_id) == self.run_id and self._artifact_uri:
+            uri = self._artifact_uri
+        else:
+            uri = self.client.get_run(run_id or self.run_id).info.artifact_uri
         parsed = urlparse(uri)
         if parsed.scheme in ("", "file"):
             return Path(unquote(parsed.path))

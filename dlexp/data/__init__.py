@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlexp.data import formats, sources
+from dlexp.data import cache, formats, sources
 from dlexp.data.formats import DataError
 
 __all__ = ["Split", "Dataset", "DataError", "load_dataset"]
@@ -125,27 +125,36 @@ def _read_digits() -> tuple:
 
 
 def _cap(split: Split, n) -> Split:
-    return split if n is None else Split(split.x[:n], split.y[:n])
+    return Split(cache.fresh(split.x, n), cache.fresh(split.y, n))
+
+
+def _read(cfg) -> tuple:
+    """(splits, image shape, checksum of the arrays as read, source) of ``cfg.name``; remembered for the
+    next job of the process (:mod:`dlexp.data.cache`)."""
+    if cfg.name == "digits":
+        return cache.remembered(("digits",), lambda: _checked(_read_digits(), "sklearn"))
+    if cfg.name not in sources.FILE_SETS:
+        raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of digits, {', '.join(sources.FILE_SETS)}")
+    path = sources.locate(cfg)
+    if path.is_dir():
+        reader = _read_idx_dir
+    elif path.name.endswith(".npz"):
+        reader = _read_npz
+    elif path.name.endswith((".pkl.gz", ".pkl")):
+        reader = _read_pkl
+    else:
+        raise DataError(f"{path}: unknown file type: expected a directory of IDX files, .npz or .pkl.gz")
+    return cache.remembered((cfg.name, cache.file_key(path)), lambda: _checked(reader(path), str(path)))
+
+
+def _checked(read: tuple, source: str) -> tuple:
+    raw, splits, shape = read
+    return splits, shape, _checksum(raw), source
 
 
 def load_dataset(cfg) -> Dataset:
     """Load ``cfg.name`` (a :class:`dlexp.config.DatasetConfig`); raise DataError with one line if it cannot."""
-    if cfg.name == "digits":
-        raw, (train, valid, test), shape = _read_digits()
-        source = "sklearn"
-    elif cfg.name in sources.FILE_SETS:
-        path = sources.locate(cfg)
-        if path.is_dir():
-            raw, (train, valid, test), shape = _read_idx_dir(path)
-        elif path.name.endswith(".npz"):
-            raw, (train, valid, test), shape = _read_npz(path)
-        elif path.name.endswith((".pkl.gz", ".pkl")):
-            raw, (train, valid, test), shape = _read_pkl(path)
-        else:
-            raise DataError(f"{path}: unknown file type: expected a directory of IDX files, .npz or .pkl.gz")
-        source = str(path)
-    else:
-        raise DataError(f"dataset.name={cfg.name!r} is not allowed: one of digits, {', '.join(sources.FILE_SETS)}")
+    (train, valid, test), shape, checksum, source = _read(cfg)
     return Dataset(
         name=cfg.name,
         train=_cap(train, cfg.max_train),
@@ -153,6 +162,6 @@ def load_dataset(cfg) -> Dataset:
         test=_cap(test, cfg.max_test),
         image_shape=shape,
         n_classes=N_CLASSES,
-        checksum=_checksum(raw),
+        checksum=checksum,
         source=source,
     )

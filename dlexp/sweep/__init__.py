@@ -16,13 +16,23 @@
 * :mod:`.runs` - a sweep read back from MLflow: its parent, its children, its table.
 * :mod:`.pruning` - ``pruner_for(client)``: the run's listener that stops a run falling behind the
   sweep's finished runs (an Optuna pruner named by ``hydra.callbacks.mlflow_sweep.pruner``).
-* :mod:`.cli` - ``dlexp-sweep table <sweep id | sweep dir | parent run id>`` prints the table of any
-  sweep later; ``dlexp-sweep list`` lists the sweeps of an experiment.
+* :mod:`.grid` - a sweep's runs as a grid (each run's value of each key, one cell per combination);
+  :mod:`.pivot` - the grid as a matrix (``dlexp-sweep table --pivot KEY1,KEY2``); :mod:`.plots` - the
+  pictures logged to the parent at the end (heatmap of two keys, line of one, overlaid curves);
+  :mod:`.compare` - sweeps side by side, and each sweep's best value formatted for what it is.
+* :mod:`.skip` - ``trainer.skip_finished``: a job whose config FINISHED before returns that result.
+* :mod:`.requeue` - on SLURM (submitit), a preempted or timed-out job saves its state, is requeued and
+  resumes.
+* :mod:`.compose` - the jobs' configs composed once per set of config groups (Hydra composes each job
+  from scratch, twice).
+* :mod:`.cli` - ``dlexp-sweep table <sweep id | sweep dir | parent run id> [--pivot K1,K2] [--metric M]``
+  prints the table (or the pivot) of any sweep later; ``dlexp-sweep list`` lists the sweeps of an
+  experiment; ``dlexp-sweep compare <sweep>...`` lines up several sweeps' best runs.
 """
 from .callback import MlflowSweep
 from .cli import main
-from .context import (CALLBACK_KEY, OBJECTIVE_TAG, PARENT_FILE, PARENT_TAG, PRUNED_TAG, SWEEP_TAG, parent_run_id,
-                      sweep_overrides)
+from .context import (CALLBACK_KEY, OBJECTIVE_TAG, PARENT_FILE, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG, SWEEP_TAG,
+                      parent_run_id, sweep_overrides)
 from .jobs import multirun_outcome
 from .pruning import pruner_for
 from .runs import children_of, find_parent, sweep_table
@@ -30,5 +40,5 @@ from .table import TABLE_CSV, TABLE_MD, objective, rank, table_csv, table_markdo
 
 __all__ = ["MlflowSweep", "main", "multirun_outcome", "parent_run_id", "sweep_overrides", "pruner_for",
            "children_of", "find_parent", "sweep_table", "objective", "rank", "table_text", "table_markdown",
-           "table_csv", "SWEEP_TAG", "PARENT_TAG", "PARENT_FILE", "OBJECTIVE_TAG", "PRUNED_TAG", "CALLBACK_KEY",
-           "TABLE_CSV", "TABLE_MD"]
+           "table_csv", "SWEEP_TAG", "PARENT_TAG", "PARENT_FILE", "OBJECTIVE_TAG", "PRUNED_TAG", "SKIPPED_TAG",
+           "CALLBACK_KEY", "TABLE_CSV", "TABLE_MD"]

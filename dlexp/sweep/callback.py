@@ -1,6 +1,7 @@
 """``MlflowSweep``, the Hydra callback (``hydra.callbacks.mlflow_sweep`` in ``conf/config.yaml``):
 
-* ``on_multirun_start`` (the launching process, before any job) first composes and validates every
+* ``on_multirun_start`` (the launching process, before any job) gives Hydra's config loader the fast
+  composition of :mod:`dlexp.sweep.compose`, then composes and validates every
   job's config (:mod:`dlexp.sweep.precheck`): a bad value in a sweep list ends the command with one
   line and exit 2 before any job or run exists (Hydra turns a callback's exception into a warning, so
   this one exits itself). Then it creates the parent run through :mod:`dlexp.tracking`, so it resolves
@@ -8,6 +9,8 @@
   ``sqlite:///outputs/mlflow.db``) and a fresh sqlite store is created once, before parallel jobs open
   it. The run id goes to ``<sweep dir>/mlflow_parent_run_id``, where every job finds it
   (:func:`dlexp.sweep.context.parent_run_id`).
+* ``on_job_start`` (in the job's process): in a submitit job, the preemption signal saves the run and
+  requeues the job (:mod:`dlexp.sweep.requeue`); Optuna's ExperimentalWarnings stay off stderr.
 * ``on_job_end`` (in the job's process) records how the job ended (:mod:`dlexp.sweep.jobs`). A failed
   job (divergence, a data error, out of memory, any exception) is a grid outcome: it prints one line,
   gets a FAILED child run if it failed before its run existed (:mod:`dlexp.sweep.failures`), and
@@ -16,23 +19,27 @@
   (:class:`dlexp.train.result.Pruned`) becomes a completed job whose value is its objective so far.
 * ``on_multirun_end`` collects the children, ranks them by their objective (:mod:`dlexp.sweep.table`),
   prints the table, logs it to the parent as ``sweep_table.csv`` / ``sweep_table.md`` (and as the run's
-  description), logs the best child's metrics to the parent, and ends it FINISHED, or FAILED if no job
-  finished; then says on stderr how many jobs failed (the ``dlexp`` command exits 1 when all did, from
+  description), draws the sweep's pictures into the parent's ``images/`` (:mod:`dlexp.sweep.plots`;
+  matplotlib is imported in a thread while the jobs run; ``++hydra.callbacks.mlflow_sweep.plots=false``
+  turns them off), logs the best child's metrics to the parent, and ends it FINISHED, or FAILED if no
+  job finished (a skipped job, ``trainer.skip_finished``, counts as finished); then says on stderr how
+  many jobs failed (the ``dlexp`` command exits 1 when all did, from
   :func:`dlexp.sweep.jobs.multirun_outcome`). A sweep that dies before its end still ends its parent
   (FAILED), from an ``atexit`` hook.
 """
 import atexit
 import logging
 import sys
+import threading
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
 from ..provenance import git_commit
 from . import failures, jobs, precheck
-from .context import PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
+from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
-from .table import TABLE_CSV, TABLE_MD, fmt, table_csv, table_markdown, table_text
+from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, table_csv, table_markdown, table_text
 
 log = logging.getLogger("dlexp")
 
@@ -78,20 +85,23 @@ class MlflowSweep(Callback):
     each job) are accepted and ignored here.
     """
 
-    def __init__(self, print_table: bool = True, **_):
+    def __init__(self, print_table: bool = True, plots: bool = True, **_):
         self.print_table = print_table
+        self.plots = plots
         self.tracker = None
         self.sweep_dir = None
         self.keys = []
         self.register_as = None
         self._open = False
+        self._warm = None  # the thread preparing the pictures while the jobs run
 
     def __getstate__(self):
         """Launchers pickle the callbacks into each job (joblib, submitit): the parent's client stays here."""
-        return {**self.__dict__, "tracker": None, "_open": False}
+        return {**self.__dict__, "tracker": None, "_open": False, "_warm": None}
 
     # the launching process --------------------------------------------------
     def on_multirun_start(self, config, **kwargs) -> None:
+        _fast_composition()
         _check_jobs_or_exit(config)
         _quiet_optuna(config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -145,6 +155,10 @@ class MlflowSweep(Callback):
         _write_config(config, self.sweep_dir / "sweep_config.yaml")
         self.tracker.log_artifact(self.sweep_dir / "sweep_config.yaml")
         log.info("MLflow sweep: parent run %s in %s (sweep id %s)", run_id, self.tracker.uri, sweep_id)
+        if self.plots:
+            self._warm = threading.Thread(target=_warm_up, args=(self.tracker.client, run_id), daemon=True,
+                                          name="dlexp-sweep-pictures")
+            self._warm.start()
 
     def on_multirun_end(self, config, **kwargs) -> None:
         if self._open:
@@ -166,7 +180,8 @@ class MlflowSweep(Callback):
         tracker = self.tracker
         parent = tracker.client.get_run(tracker.run_id)
         rows, metric, children = sweep_table(tracker.client, parent)
-        counts = {s: sum(r["status"] == s for r in rows) for s in ("FINISHED", "FAILED", "KILLED", "PRUNED", "RUNNING")}
+        counts = {s: sum(r["status"] == s for r in rows)
+                  for s in ("FINISHED", "FAILED", "KILLED", "PRUNED", "SKIPPED", "RUNNING")}
         for name in ("optimization_results.yaml", "multirun.yaml"):
             if (self.sweep_dir / name).is_file():
                 tracker.log_artifact(self.sweep_dir / name)
@@ -175,8 +190,10 @@ class MlflowSweep(Callback):
         (self.sweep_dir / TABLE_MD).write_text(md)
         tracker.log_artifact(self.sweep_dir / TABLE_CSV)
         tracker.log_artifact(self.sweep_dir / TABLE_MD)
+        self._log_pictures(parent, rows, children)
         summary = {"sweep.runs": len(rows), **{f"sweep.{s.lower()}": n for s, n in counts.items()}}
-        tags = {"mlflow.note.content": f"Sweep `{tracker.run_id}`, ranked by {metric}:\n\n{md}"}
+        tags = {"mlflow.note.content": f"Sweep `{tracker.run_id}`, ranked by {metric}:\n\n{md}",
+                OBJECTIVE_TAG: f"{metric}:{direction_of(children, metric)}"}
         best = next((r for r in rows if r[metric] is not None and r["status"] != "PRUNED"), None)
         if best is not None:
             best_run = next(c for c in children if c.info.run_id == best["run_id"])
@@ -188,10 +205,24 @@ class MlflowSweep(Callback):
         tracker.log_metrics(summary, 0)
         tracker.set_tags(tags)
         # failed jobs are outcomes of the sweep; a sweep that stopped early, or where no job finished, failed
-        failed = aborted or not (counts["FINISHED"] or counts["PRUNED"]) or counts["RUNNING"] > 0
+        failed = aborted or not (counts["FINISHED"] or counts["PRUNED"] or counts["SKIPPED"]) or counts["RUNNING"] > 0
         tracker.end("FAILED" if failed else "FINISHED")
         if self.print_table:
             self._print(rows, metric, best, "FAILED" if failed else "FINISHED")
+
+    def _log_pictures(self, parent, rows, children) -> None:
+        """The heatmap / line plot and the overlaid curves (:mod:`dlexp.sweep.plots`) in the parent's images/."""
+        if not self.plots:
+            return
+        if self._warm is not None:
+            self._warm.join(timeout=60)
+        try:
+            from .plots import pictures
+
+            for path in pictures(self.tracker.client, parent, rows, children, self.keys, self.sweep_dir / "images"):
+                self.tracker.log_artifact(path, "images")
+        except Exception as e:  # a picture is not worth a failed sweep
+            log.warning("could not draw the sweep's pictures: %s: %s", type(e).__name__, e)
 
     def _print(self, rows, metric, best, status: str) -> None:
         tracker, out = self.tracker, sys.stdout
@@ -204,6 +235,14 @@ class MlflowSweep(Callback):
               f"--tracking-uri {tracker.uri}", file=out, flush=True)
 
     # the job's process ---------------------------------------------------------
+    def on_job_start(self, config, **kwargs) -> None:
+        """In a submitit job (SLURM, or its local executor), a preemption saves the run and requeues the job
+        (:mod:`dlexp.sweep.requeue`); Optuna's experimental-feature warnings stay off stderr."""
+        from . import requeue
+
+        requeue.take_over()
+        _quiet_optuna_warnings()
+
     def on_job_end(self, config, job_return, **kwargs) -> None:
         """Record the job's end; a failed or pruned job becomes a completed one, so the sweep goes on.
         (Hydra calls this after a single run too: that one is the ``dlexp`` command's to report.)"""
@@ -243,12 +282,45 @@ class MlflowSweep(Callback):
             log.warning("could not record the failed job in MLflow: %s", e)
 
 
+def _warm_up(client, run_id: str) -> None:
+    """In a thread while the jobs run (they wait on the store, the GIL is free): matplotlib imported with its
+    font, MLflow's metric-history query compiled, so the pictures at the end cost only their drawing."""
+    try:
+        from .plots import warm_up
+
+        warm_up()
+        client.get_metric_history(run_id, "valid_error")
+    except Exception as e:  # the pictures will say what is wrong, if anything
+        log.debug("pictures warm-up: %s", e)
+
+
+def _fast_composition() -> None:
+    """Each job's config from one composition per set of config groups (:mod:`dlexp.sweep.compose`)."""
+    from hydra.core.global_hydra import GlobalHydra
+
+    from . import compose
+
+    if GlobalHydra.instance().is_initialized():
+        compose.install(GlobalHydra.instance().config_loader())
+
+
 def _quiet_optuna(config) -> None:
-    """Optuna logs its study's creation on stderr, which is for errors: warnings and up only."""
+    """Optuna logs its study's creation on stderr, which is for errors: warnings and up only; and its
+    ExperimentalWarnings (a sampler option, a pruner, trials added by hand) are not errors either."""
     if "optuna" in str(config.hydra.sweeper.get("_target_", "")).lower():
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        _quiet_optuna_warnings()
+
+
+def _quiet_optuna_warnings() -> None:
+    if "optuna" in sys.modules:  # imported by the sweeper or a pruner: never import it for this
+        import warnings
+
+        from optuna.exceptions import ExperimentalWarning
+
+        warnings.filterwarnings("ignore", category=ExperimentalWarning)
 
 
 def _check_jobs_or_exit(config) -> None:

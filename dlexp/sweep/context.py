@@ -13,6 +13,7 @@ PARENT_TAG = "mlflow.parentRunId"
 OBJECTIVE_TAG = "dlexp.objective"  # "<metric>:<direction>", set by each run: what a sweep ranks it by
 PRUNED_TAG = "dlexp.pruned"
 ERROR_TAG = "dlexp.error"  # why a run FAILED (set by the run code, or by the sweep for a job without a run)
+SKIPPED_TAG = "dlexp.skipped_from"  # a job not trained again (trainer.skip_finished): the run holding its result
 EARLY_TAG = "dlexp.failed_before_run"  # a run the sweep made for a job that failed before its own run existed
 CALLBACK_KEY = "mlflow_sweep"  # hydra.callbacks.<key> in conf/config.yaml
 

@@ -43,9 +43,14 @@ def find_parent(client, ref: str):
     raise LookupError(f"no sweep {ref!r}: not a parent run id, a sweep id or a sweep directory")
 
 
-def sweep_table(client, parent):
-    """(rows, metric, children) of a sweep's parent run."""
+def swept_keys(parent) -> list:
+    """The keys a sweep swept, as its parent run recorded them."""
+    return [k for k in parent.data.params.get("sweep.keys", "").split(",") if k]
+
+
+def sweep_table(client, parent, metric=None):
+    """(rows, metric, children) of a sweep's parent run; children in the rows' order (best first)."""
     children = children_of(client, parent)
-    keys = [k for k in parent.data.params.get("sweep.keys", "").split(",") if k]
-    rows, metric = rank(children, keys)
-    return rows, metric, children
+    rows, metric = rank(children, swept_keys(parent), metric)
+    order = {row["run_id"]: i for i, row in enumerate(rows)}
+    return rows, metric, sorted(children, key=lambda c: order[c.info.run_id])

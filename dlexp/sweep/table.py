@@ -12,14 +12,15 @@ import io
 import math
 import re
 
-from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PRUNED_TAG, override_key
+from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PRUNED_TAG, SKIPPED_TAG, override_key
 
 TABLE_CSV = "sweep_table.csv"
+TEXT_COLUMNS = ("overrides", "status", "run_id", "error", "skipped_from")
 TABLE_MD = "sweep_table.md"
 
 HEADERS = {"rank": "rank", "overrides": "overrides", "best_valid_error": "best valid error",
            "final_cost": "final cost", "test_error": "test error", "epochs": "epochs", "seconds": "seconds",
-           "status": "status", "run_id": "run"}
+           "status": "status", "run_id": "run", "skipped_from": "skipped from"}
 
 
 def objective(children) -> tuple:
@@ -70,16 +71,28 @@ def _float(text):
 
 
 def status(run) -> str:
-    """The run's MLflow status, or PRUNED for a run the sweep's pruner stopped."""
+    """The run's MLflow status, or PRUNED for a run the sweep's pruner stopped, or SKIPPED for a job whose
+    config had FINISHED before (``trainer.skip_finished``: the run holds that run's result)."""
     if run.data.tags.get(PRUNED_TAG):
         return "PRUNED"
+    if run.data.tags.get(SKIPPED_TAG) and run.info.status == "FINISHED":
+        return "SKIPPED"
     return run.info.status
 
 
-def rank(children, keys=()) -> tuple:
-    """(rows best first, metric): rank, overrides, the objective, test error, epochs, seconds, status, run,
-    and the reason a failed run failed."""
-    metric, direction = objective(children)
+def direction_of(children, metric: str) -> str:
+    """How ``metric`` ranks: the objective's direction when it is the objective, else lowest first."""
+    objective_metric, direction = objective(children)
+    return direction if metric == objective_metric else "min"
+
+
+def rank(children, keys=(), metric=None) -> tuple:
+    """(rows best first, metric): rank, overrides, the objective (or ``metric``), test error, epochs,
+    seconds, status, run, and the reason a failed run failed."""
+    if metric is None:
+        metric, direction = objective(children)
+    else:
+        direction = direction_of(children, metric)
     sign = -1 if direction == "max" else 1
 
     def sort_key(run):
@@ -101,6 +114,7 @@ def rank(children, keys=()) -> tuple:
             "run_id": run.info.run_id,
             "run_name": run.info.run_name,
             "error": " ".join(run.data.tags.get(ERROR_TAG, "").split()) or None,
+            "skipped_from": run.data.tags.get(SKIPPED_TAG) or None,
         })
     return rows, metric
 
@@ -119,7 +133,7 @@ def fmt(key, value) -> str:
         return _short_numbers(value or "")
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "-"
-    if key in ("best_valid_error", "test_error"):
+    if is_error(key):
         return f"{100 * value:.2f} %"
     if key == "epochs":
         return f"{value:.0f}"
@@ -128,6 +142,11 @@ def fmt(key, value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def is_error(key: str) -> bool:
+    """An error rate (shown in %), as opposed to a cost, a likelihood or a count."""
+    return str(key).endswith("_error")
 
 
 def _header(column: str) -> str:
@@ -139,8 +158,17 @@ def _columns(metric):
 
 
 def _error_column(rows) -> list:
-    """The ``error`` column, when a row has a reason."""
-    return ["error"] if any(r.get("error") for r in rows) else []
+    """The ``error`` column, when a row has a reason; ``skipped from``, when a job was not trained again."""
+    return [c for c in ("error", "skipped_from") if any(r.get(c) for r in rows)]
+
+
+def _note(row):
+    """The line under a row of the text table: why it failed, or where its result comes from."""
+    if row.get("error"):
+        return f"error: {row['error']}"
+    if row.get("skipped_from"):
+        return f"finished before as run {row['skipped_from']}"
+    return None
 
 
 def table_text(rows, metric) -> str:
@@ -155,15 +183,15 @@ def table_text(rows, metric) -> str:
                      .rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
-        elif rows[n - 1].get("error"):
-            lines.append(" " * (widths[0] + 2) + f"error: {rows[n - 1]['error']}")
+        elif _note(rows[n - 1]):
+            lines.append(" " * (widths[0] + 2) + _note(rows[n - 1]))
     return "\n".join(lines)
 
 
 def _md_cell(column, value) -> str:
     if column == "overrides":
         return f"`{fmt(column, value)}`" if value else ""
-    if column == "error":
+    if column in ("error", "skipped_from"):
         return (value or "").replace("|", "\\|")
     return fmt(column, value)
 
@@ -171,7 +199,7 @@ def _md_cell(column, value) -> str:
 def table_markdown(rows, metric) -> str:
     cols = _columns(metric) + _error_column(rows)
     out = ["| " + " | ".join(_header(c) for c in cols) + " |",
-           "| " + " | ".join("---" if c in ("overrides", "status", "run_id", "error") else "---:" for c in cols) + " |"]
+           "| " + " | ".join("---" if c in TEXT_COLUMNS else "---:" for c in cols) + " |"]
     for r in rows:
         out.append("| " + " | ".join(_md_cell(c, r.get(c)) for c in cols) + " |")
     return "\n".join(out) + "\n"
@@ -179,7 +207,7 @@ def table_markdown(rows, metric) -> str:
 
 def table_csv(rows, metric) -> str:
     buf = io.StringIO()
-    cols = _columns(metric) + ["run_name", "error"]
+    cols = _columns(metric) + ["run_name", "error", "skipped_from"]
     writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for r in rows:

@@ -1,0 +1,91 @@
+"""``trainer.skip_finished=true``: a job whose exact config already FINISHED in the store is not trained again.
+
+:func:`finished_result` runs first in a job (before any check that reads data): it looks the job's
+config key (the ``dlexp.config_key`` tag every run carries: :func:`dlexp.resume.config_key` of its
+flattened config, without the keys that only say how it runs) up among the experiment's FINISHED runs.
+When one is there, the job returns that run's final metrics (``best_valid_error``, ``final_cost``,
+... : the sweeper gets its objective) without loading data or training, and
+
+* in a sweep, it is logged as a child run of the new sweep, FINISHED, with the old run's final metrics
+  (no histories), tagged ``dlexp.skipped_from=<old run id>``, so the table, the pictures and the MLflow
+  UI show the whole grid; the table lists it as SKIPPED, the run it points to under it;
+* outside a sweep, no run is made: the command says which run already holds the result.
+
+With ``trainer.resume=auto`` as well, a job whose config has an unfinished run (KILLED, FAILED)
+continues it, so running an interrupted sweep's command again finishes it.
+"""
+import logging
+import os
+import sys
+from dataclasses import asdict, replace
+
+from .context import OBJECTIVE_TAG, PARENT_TAG, SKIPPED_TAG, parent_run_id
+
+log = logging.getLogger("dlexp")
+
+KEY_TAG = "dlexp.config_key"
+
+
+def without_skip(run):
+    """``run`` with ``trainer.skip_finished`` false: how a run is started does not change what it computes,
+    so it does not change its config key either (runs trained with and without the flag find each other)."""
+    return replace(run, trainer=replace(run.trainer, skip_finished=False)) if run.trainer.skip_finished else run
+
+
+def config_key(run) -> str:
+    from .. import resume
+    from ..tracked import flatten
+
+    return resume.config_key(flatten(asdict(without_skip(run))))
+
+
+def find_finished(tracker, key: str):
+    """The newest FINISHED run of the tracker's experiment with this config key, or None."""
+    runs = tracker.client.search_runs([tracker.experiment_id],
+                                      f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
+                                      order_by=["attributes.end_time DESC"], max_results=1)
+    return runs[0] if runs else None
+
+
+def finished_result(run, overrides: list, out):
+    """The final metrics of the FINISHED run with ``run``'s config (see the module doc), or None to train."""
+    if not (run.trainer.skip_finished and run.tracking.enabled):
+        return None
+    from ..store import check_reachable
+    from ..tracking import build_tracker
+
+    check_reachable(run.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
+    tracker = build_tracker(run.tracking)
+    old = find_finished(tracker, config_key(run))
+    if old is None:
+        return None
+    old_id, metrics = old.info.run_id, dict(old.data.metrics)
+    parent = parent_run_id()
+    run_id = _record(tracker, run, overrides, out, old, parent) if parent else old_id
+    log.info("trainer.skip_finished: this config FINISHED as run %s (%s); not trained again%s", old_id,
+             _summary(old), f", logged as run {run_id} of the sweep" if parent else "")
+    return {**metrics, "run_id": run_id, "skipped_from": old_id, "output_dir": str(out)}
+
+
+def _summary(old) -> str:
+    from .table import fmt
+
+    metric = old.data.tags.get(OBJECTIVE_TAG, "best_valid_error:min").rpartition(":")[0] or "best_valid_error"
+    return f"{metric} {fmt(metric, old.data.metrics.get(metric))}"
+
+
+def _record(tracker, run, overrides, out, old, parent) -> str:
+    """The skipped job as a FINISHED child of the sweep, pointing at the run that holds its result."""
+    from ..tracked import flatten, run_name
+
+    tags = {PARENT_TAG: parent, SKIPPED_TAG: old.info.run_id,
+            "dlexp.overrides": " ".join(overrides) or "(none)", "dlexp.output_dir": str(out.resolve()),
+            "dlexp.command": " ".join(sys.argv)}
+    for key in (OBJECTIVE_TAG, "dlexp.data_checksum", "dlexp.git_commit"):
+        if key in old.data.tags:
+            tags[key] = old.data.tags[key]
+    name = run.tracking.run_name or run_name(run, overrides)
+    run_id = tracker.start(name, flatten(asdict(without_skip(run))), tags)
+    tracker.log_metrics(old.data.metrics, int(old.data.metrics.get("iterations", 0)))
+    tracker.end("FINISHED")
+    return run_id
