@@ -5,6 +5,9 @@
     python -m bench --only mlp,logreg --no-extras --no-write
     python -m bench --device cuda     # on a GPU (CUDA graphs, bf16 extras)
 
+With the tutorials' original code set up (../shared/peers/seedcode, ./setup.sh once; see
+bench/original.py), each protocol is also timed there, in the same rounds: the "original" column.
+
 Prints one table and writes bench/RESULTS.md (unless --no-write). See
 bench/report.py for what every column means.
 """
@@ -23,6 +26,14 @@ def main(argv=None) -> int:
                     help="data to time on (falls back to random data of the same shape if not installed)")
     ap.add_argument("--no-extras", action="store_true", help="skip the compile, device_chunk and MLflow tables")
     ap.add_argument("--no-lightning", action="store_true", help="skip the Lightning column even if installed")
+    ap.add_argument("--rounds", type=int, default=None,
+                    help="alternating rounds per protocol (default 2, --quick 1): more rounds, more chances of a "
+                         "quiet epoch on a shared machine")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="threads for every side (dlexp, the plain loop: torch intra-op; the original code: OpenBLAS "
+                         "and OpenMP), e.g. 1 on a machine another job keeps busy; default: each side's own default")
+    ap.add_argument("--no-original", action="store_true",
+                    help="skip the original-code column even if ../shared/peers/seedcode is set up")
     ap.add_argument("--out", default="bench/RESULTS.md", help="where to write the results")
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--worker", help=argparse.SUPPRESS)

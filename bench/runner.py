@@ -11,12 +11,23 @@ from .protocols import FULL_TRAIN, protocols
 from .timing import idle_fraction, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
-QUIET = 0.10  # an epoch with more foreign CPU load than this is not trusted if a quieter one exists
+QUIET = report.QUIET  # an epoch with more foreign CPU load than this is not trusted if a quieter one exists
+SPARE = 0.0   # --threads N on C CPUs: the share of the machine the run leaves to others, 1 - N / C
+
+
+def set_threads(threads) -> None:
+    """With every side on ``threads`` threads, other processes may use the CPUs they leave free: an
+    epoch is quiet if the others took at most 10 % beyond those, and a worker starts once a share of
+    idle CPUs that large is free."""
+    global SPARE
+    from .timing import n_cpus
+
+    SPARE = max(0.0, 1.0 - threads / n_cpus()) if threads else 0.0
 
 
 def worker(task: dict, timeout: float = 900) -> dict:
     """Run one task in a fresh interpreter; its result dict (or {'error': ...})."""
-    wait_quiet(0.85, timeout=20)
+    wait_quiet(0.85 * (1.0 - SPARE), timeout=20)
     cmd = [sys.executable, "-m", "bench", "--worker", json.dumps(task)]
     try:
         proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
@@ -37,7 +48,7 @@ def best_epoch(*results):
         pool += epochs[1:] or epochs
     if not pool:
         return None, None
-    quiet = [e for e in pool if e[1] <= QUIET]
+    quiet = [e for e in pool if e[1] <= QUIET + SPARE]
     seconds, foreign = min(quiet or pool, key=lambda e: e[0])
     return seconds, foreign
 
@@ -56,12 +67,17 @@ def _lightning_available() -> bool:
     return importlib.util.find_spec("lightning") is not None or importlib.util.find_spec("pytorch_lightning") is not None
 
 
-def measure_protocol(p, base: dict, lightning: bool, n_rounds: int) -> dict:
-    row = {"key": p.key, "title": p.title, "batch": p.batch_size, "rows": p.rows, "scale": p.scale, "note": p.note}
+def measure_protocol(p, base: dict, lightning: bool, n_rounds: int, original: bool = False) -> dict:
+    row = {"key": p.key, "title": p.title, "batch": p.batch_size, "rows": p.rows, "scale": p.scale, "note": p.note,
+           "quiet_limit": QUIET + SPARE}  # foreign load above this: the report says so
     task = {**base, "protocol": p.key}
     tasks = {"gemm": {**task, "kind": "gemm"}, "dlexp": {**task, "kind": "dlexp"}, "plain": {**task, "kind": "plain"}}
     if lightning:
         tasks["lightning"] = {**task, "kind": "lightning"}
+    if original:
+        tasks["original"] = {**task, "kind": "original"}
+        if p.supervised:  # the tutorials take minibatches in order (as dlexp's default trainer.shuffle=false)
+            tasks["ordered"] = {**task, "kind": "dlexp", "shuffle": False}
     res = rounds(tasks, n_rounds)
     row["errors"] = {k: r["error"] for k, rs in res.items() for r in rs[:1] if "error" in r}
     ok = {k: [r for r in rs if "error" not in r] for k, rs in res.items()}
@@ -95,6 +111,23 @@ def measure_protocol(p, base: dict, lightning: bool, n_rounds: int) -> dict:
         if ds:
             row["gflops"] = flops / ds / 1e9
             row["bound_ratio"] = bound / ds
+    if original and ok.get("ordered"):
+        s_, f_ = best_epoch(*ok["ordered"])
+        if s_:
+            row["ordered_s"], row["ordered_foreign"] = s_ * p.scale, f_
+    if original and ok.get("original"):
+        os_, ofor = best_epoch(*ok["original"])
+        mine = row.get("ordered_s") if p.supervised else row.get("dlexp_s")
+        if os_:
+            row["original_s"] = os_ * p.scale
+            row["original_foreign"] = ofor
+            row["original_epochs"] = [r["epochs"] for r in ok["original"]]
+            if mine:
+                row["vs_original"] = row["original_s"] / mine
+                row["bound_ratio_vs"] = row["bound_s"] / mine if row.get("bound_s") else None
+    profiles = [q for q in (worker({**task, "kind": "profile"}) for _ in range(2)) if "error" not in q]
+    if profiles:  # the faster of two processes (one may land on a slow spell of the machine)
+        row["profile"] = min(profiles, key=lambda q: q["step_ms"])
     if lightning and ok.get("lightning"):
         ls, lfor = best_epoch(*ok["lightning"])
         if ls:
@@ -104,6 +137,7 @@ def measure_protocol(p, base: dict, lightning: bool, n_rounds: int) -> dict:
 
 
 def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
+    threads = base.get("threads")
     extras = {"compile": [], "chunk": [], "mlflow": None}
     # torch.compile of the step, against the eager step in the same rounds; compile time = first epoch - steady
     for key in ("logreg", "mlp", "lenet"):
@@ -144,10 +178,20 @@ def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
                                                       "seconds": s * p.scale if s else None, "foreign": f})
     # ablation: one technique off at a time, against the default trainer in the same rounds
     extras["ablation"] = []
-    for key, name, change in (("lenet", "conv weights channels_last", {"ablate": ["channels_last"]}),
+    closed = "closed-form step (vs autograd)"
+    for key, name, change in (("logreg", closed, {"ablate": ["closed_form"]}),
+                              ("mlp", closed, {"ablate": ["closed_form"]}),
+                              ("da", closed, {"ablate": ["closed_form"]}),
+                              ("rbm", closed, {"ablate": ["closed_form"]}),
+                              ("sda", closed, {"ablate": ["closed_form"]}),
+                              ("rbm", "CPU Bernoulli as rand_like < p (vs torch.bernoulli)",
+                               {"ablate": ["cpu_bernoulli"]}),
+                              ("sda", "few-row Outer terms stacked in one GEMM (vs one each)",
+                               {"ablate": ["stacked_outer"]}),
+                              ("lenet", "conv weights channels_last", {"ablate": ["channels_last"]}),
                               ("mlp", "one thread a core (vs 1 thread)", {"threads": 1}),
                               ("logreg", "one thread a core (vs 1 thread)", {"threads": 1})):
-        if key not in ps:
+        if key not in ps or (threads and "threads" in change):
             continue
         p = ps[key]
         res = rounds({"on": {**base, "protocol": key, "kind": "dlexp"},
@@ -163,6 +207,8 @@ def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
         data_name = "fashion_mnist"
     overrides = ["model=logreg", f"dataset={data_name}", "dataset.download=false", "optimizer.batch_size=600",
                  "optimizer.lr=0.13", "early_stopping=none", "trainer.max_epochs=100", "trainer.shuffle=true"]
+    if threads:
+        overrides.append(f"trainer.threads={threads}")
     probe = worker({"kind": "mlflow", "device": device, "overrides": overrides + ["trainer.max_epochs=1"],
                     "tracking": False})
     if "error" in probe:
@@ -180,7 +226,7 @@ def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
 
 def run_all(args) -> int:
     scale = args.scale or (0.25 if args.quick else 0.5)
-    n_rounds = 1 if args.quick else 2
+    n_rounds = args.rounds or (1 if args.quick else 2)
     ps = protocols(scale)
     if args.only:
         wanted = [k.strip() for k in args.only.split(",") if k.strip()]
@@ -190,14 +236,27 @@ def run_all(args) -> int:
             return 2
         ps = {k: ps[k] for k in wanted}
     base = {"scale": scale, "device": args.device, "data": args.data}
+    if args.threads:
+        base["threads"] = args.threads
+    set_threads(args.threads)
     lightning = _lightning_available() and not args.no_lightning
     meta = report.machine(args.device)
+    from . import original
+
+    peer_ok, meta["original"] = original.available()
+    if peer_ok and args.data != "fashion_mnist":
+        peer_ok, meta["original"] = False, f"the original code runs on Fashion-MNIST only (--data {args.data})"
+    if args.no_original:
+        peer_ok, meta["original"] = False, "--no-original"
+    peer_keys = set(original.protocols(ps)) if peer_ok else set()
+    if peer_ok and "sda" in ps and "sda" not in peer_keys:
+        meta["original_sda"] = "SdA.py is not in the peer folder (set PEER_SDA to the upstream code/SdA.py)"
     meta["idle_at_start"] = idle_fraction(1.0)
     print(report.header(meta), flush=True)
     start = time.perf_counter()
     rows = []
     for p in ps.values():
-        row = measure_protocol(p, base, lightning, n_rounds)
+        row = measure_protocol(p, base, lightning, n_rounds, p.key in peer_keys)
         rows.append(row)
         print(report.row_line(row), flush=True)
     extras = None if args.no_extras else measure_extras(ps, base, args.device, max(1, n_rounds - 1))
@@ -205,6 +264,7 @@ def run_all(args) -> int:
     meta["idle_at_end"] = idle_fraction(1.0)
     meta["command"] = "python -m bench " + " ".join(a for a in (sys.argv[1:] if args is not None else []))
     meta["lightning"] = lightning
+    meta["threads_all"] = args.threads
     text = report.render(meta, rows, extras)
     print()
     print(text)

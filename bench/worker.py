@@ -73,7 +73,7 @@ def run_dlexp(p, data, device, task):
     start = time.perf_counter()
     if p.supervised:
         fit_sgd(model, dd, p.optimizer(), p.regularization(), p.early_stopping(), p.epochs,
-                LoopOptions(shuffle=True, seed=1, **kw), callback)
+                LoopOptions(shuffle=task.get("shuffle", True), seed=1, **kw), callback)
     else:
         layer = pretrain_layer(p, model)
         fit_layer(layer, dd.train if chunk else dd.train.x, p.lr, p.batch_size, p.epochs, "pretrain", callback,
@@ -82,15 +82,36 @@ def run_dlexp(p, data, device, task):
     return {"epochs": epochs, **extra}
 
 
+def _with_defaults(module, **defaults):
+    """Make ``module.SGDStep`` (the name a trainer module calls) default the given keywords."""
+    cls = module.SGDStep
+
+    def make(*args, **kw):
+        return cls(*args, **{**defaults, **kw})
+
+    module.SGDStep = make
+
+
 def _ablate(switches):
     """Turn single trainer techniques off, to measure what each is worth (the ablation table)."""
     import contextlib
 
-    from dlexp.train import sgd
+    from dlexp.train import pretrain, sgd
 
     for s in switches:
         if s == "channels_last":
             sgd.conv_layout = lambda model, device: contextlib.nullcontext()
+        elif s == "closed_form":  # the autograd step instead of the model's closed-form gradient
+            _with_defaults(sgd, closed_form=False)
+            _with_defaults(pretrain, closed_form=False)
+        elif s == "cpu_bernoulli":  # torch.bernoulli in the RBM's closed-form chain instead of rand_like < p
+            from dlexp.models import rbm
+
+            rbm.bernoulli = torch.bernoulli
+        elif s == "stacked_outer":  # each Outer term its own GEMM (batch 1: two rank-1 updates)
+            from dlexp.train import fused
+
+            fused.MERGE_ROWS = 0
         else:
             raise ValueError(f"unknown ablation {s!r}")
 
@@ -168,9 +189,10 @@ def run_mlflow(p, data, device, task):
     from omegaconf import OmegaConf
 
     from dlexp.cli import CONFIG_PATH
-    from dlexp.config import validate
+    from dlexp.config import register_configs, validate
     from dlexp.experiment import run_experiment
 
+    register_configs()  # the schemas the groups' defaults name (the CLI registers them when it starts)
     tmp = tempfile.mkdtemp(prefix="dlexp-bench-")
     overrides = list(task["overrides"]) + [f"tracking.enabled={str(task['tracking']).lower()}",
                                            f"tracking.uri=sqlite:///{tmp}/mlflow.db", "trainer.progress=none",
@@ -193,8 +215,70 @@ def run_mlflow(p, data, device, task):
             "foreign": foreign}
 
 
+RNG_OPS = {"uniform_", "bernoulli_", "normal_", "random_", "rand_like", "bernoulli"}
+
+
+def run_profile(p, data, device, task):
+    """Where one dlexp training step's time goes: torch.profiler over ``n`` steps of the trainer's own
+    step (as fit_sgd / fit_layer build it), self time of the dense kernels (GEMM, GEMV, convolutions),
+    of the random draws, of the other kernels, and the rest of the wall time (Python, dispatch)."""
+    import torch.nn.functional as F
+    from torch.profiler import ProfilerActivity, profile
+
+    from dlexp.train.step import SGDStep
+
+    model = build(p, data).to(device)
+    b = p.batch_size
+    x = torch.as_tensor(data.train.x).to(device)
+    y = torch.as_tensor(data.train.y).to(device)
+    if p.supervised:
+        module, objective = model, "nll"
+        loss_fn = lambda xb, yb: F.cross_entropy(model(xb), yb)  # noqa: E731
+        weights, l2 = model.weights(), p.l2
+    else:
+        module = pretrain_layer(p, model)
+        objective, weights, l2 = "pretrain", [], 0.0
+        loss_fn = lambda xb, yb: module.pretrain_loss(xb)  # noqa: E731
+    step = SGDStep(module, loss_fn, list(module.parameters()), weights, lr=p.lr, l2=l2, objective=objective,
+                   closed_form="closed_form" not in task.get("ablate", ()))
+    n = max(4, min(len(x) // b, int(task.get("steps", 200))))
+
+    def steps(count):
+        for i in range(count):
+            step(x[i * b:(i + 1) * b], y[i * b:(i + 1) * b] if p.supervised else None)
+        step.read()
+
+    steps(min(n, 20))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        start = time.perf_counter()
+        steps(n)
+        wall = time.perf_counter() - start
+    dense_us = rng_us = other_us = 0.0
+    for ev in prof.key_averages():
+        name = ev.key.split("::")[-1]
+        us = ev.self_cpu_time_total
+        if name.rstrip("_") in gemm.DENSE or name in ("addmm_", "addmv_", "addr_", "addr", "addmv", "mv"):
+            dense_us += us
+        elif name in RNG_OPS:
+            rng_us += us
+        elif ev.key.startswith("aten::"):
+            other_us += us
+    total = wall * 1e6
+    return {"step_ms": wall / n * 1e3, "dense": dense_us / total, "rng": rng_us / total, "other": other_us / total,
+            "rest": max(0.0, 1 - (dense_us + rng_us + other_us) / total), "closed_form": step.closed is not None,
+            "steps": n}
+
+
+def run_original(p, data, device, task):
+    """The tutorial's own code (bench/original.py) on the same rows; its epochs as the harness times them."""
+    from . import original
+
+    # the tutorials validate whole minibatches only: at least one (LeNet b500 on --quick's 400 rows)
+    return original.run(p.key, p.epochs, p.rows, max(p.valid_rows, p.batch_size), threads=task.get("threads"))
+
+
 TASKS = {"dlexp": run_dlexp, "plain": run_plain, "lightning": run_lightning, "gemm": run_gemm,
-         "mlflow": run_mlflow}
+         "mlflow": run_mlflow, "original": run_original, "profile": run_profile}
 
 
 def main(arg: str) -> None:

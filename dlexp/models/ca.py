@@ -10,14 +10,21 @@ Frobenius norm of the encoder's Jacobian J(x) = dh / dx:
 
 W (n_hidden, n_visible) is drawn from U[-a, a], a = 4 sqrt(6 / (n_visible +
 n_hidden)); b and b' start at zero.
+
+The gradient by hand (:meth:`ContractiveAutoencoder.closed_form`, the step's fast path), with
+q = (h (1 - h))^2 and r_j = sum_i W_ji^2 (so ||J(x)||_F^2 = q . r), dz = z - x, c = contraction_level:
+
+    da = (dz W^T) * h (1 - h) + 2 c r q (1 - 2 h)                 (n times dcost/da, a = W x + b)
+    dcost/dW = (da^T x + h^T dz) / n + 2 c diag(mean_n q) W,   dcost/db = mean da,   dcost/db' = mean dz
 """
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
 from ..checks import check, non_negative
-from .base import PretrainConfig, n_inputs
-from .da import DenoisingAutoencoder
+from .base import Outer, PretrainConfig, Sum, n_inputs
+from .da import DenoisingAutoencoder, cross_entropy_of_logits
 from .registry import register
 
 
@@ -65,3 +72,30 @@ class ContractiveAutoencoder(DenoisingAutoencoder):
         contraction = self.jacobian_norm2(h).mean()
         loss = rec + self.contraction_level * contraction
         return loss, {"cost": loss.detach(), "reconstruction": rec.detach(), "contraction": contraction.detach()}
+
+    def pretrain_grads(self):
+        """fn(x, y=None): ``pretrain_loss(x)``'s monitors and the cost's gradient (the equations above)."""
+        W, b, b_prime = self.W, self.b, self.b_prime
+
+        def grads(x, y=None):
+            c = self.contraction_level
+            x = x.flatten(1)
+            n = len(x)
+            h = torch.addmm(b, x, W.t()).sigmoid_()
+            logits = torch.addmm(b_prime, h, W)
+            rec = cross_entropy_of_logits(logits, x).div_(n)
+            s = h * (1 - h)
+            q = s.square()
+            r = W.square().sum(1)
+            contraction = (q @ r).mean()
+            loss = rec + c * contraction
+            dz = logits.sigmoid_().sub_(x)
+            da = torch.mm(dz, W.t()).mul_(s)
+            w_terms = [Outer(da, x, 1.0 / n), Outer(h, dz, 1.0 / n)]
+            if c:
+                w_terms.append(W * q.mean(0).mul_(2 * c).unsqueeze(1))
+                da.add_(q.mul_(r).mul_(1 - 2 * h), alpha=2 * c)  # q is not needed any more
+            return ({"cost": loss, "reconstruction": rec, "contraction": contraction},
+                    [(W, w_terms), (b, Sum(da, 1.0 / n)), (b_prime, Sum(dz, 1.0 / n))])
+
+        return grads

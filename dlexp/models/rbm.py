@@ -20,6 +20,10 @@ persistent chain for PCD, Tieleman 2008):
 so SGD on ``loss = mean F(v0) - mean F(v_k)`` (v_k a constant) moves
 W += lr * (mean[p(h|v0) v0^T] - mean[p(h|v_k) v_k^T]),
 b += lr * mean(v0 - v_k), c += lr * mean(p(h|v0) - p(h|v_k)).
+
+:meth:`RBM.closed_form` is that update without autograd (the step's fast path):
+p(h|v_k) is the chain's last hidden mean, so no free energy is differentiated,
+and the chain draws exactly the samples ``pretrain_loss`` draws.
 """
 from dataclasses import dataclass
 
@@ -28,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check
-from .base import Model, PretrainConfig, n_inputs
+from .base import Model, Outer, PretrainConfig, Sum, n_inputs
 from .init import glorot_uniform_
 from .registry import register
 
@@ -53,6 +57,16 @@ class RBMConfig(PretrainConfig):
         check(self.n_chains >= 1, "model.n_chains", self.n_chains, "must be >= 1")
         check(self.n_samples >= 1, "model.n_samples", self.n_samples, "must be >= 1")
         check(self.plot_every >= 1, "model.plot_every", self.plot_every, "must be >= 1")
+
+
+def bernoulli(p):
+    """h ~ Bernoulli(p), the very samples ``torch.bernoulli(p)`` draws: on a CPU ``rand_like(p) < p``
+    (torch's CPU Bernoulli kernel compares one uniform draw per element, in the same order, with the
+    same generator, so the two agree bit for bit and advance the generator alike; the uniform kernel
+    is about 4x faster), elsewhere torch.bernoulli itself."""
+    if p.device.type == "cpu":
+        return torch.rand_like(p).lt_(p)  # 1.0 where u < p, else 0.0, in the draws' own tensor
+    return torch.bernoulli(p)
 
 
 @register
@@ -142,6 +156,46 @@ class RBM(Model):
             cost = self.pseudo_likelihood_cost(v0) if self.persistent else self.reconstruction_cost(v0, v_pre)
         loss = self.free_energy(v0).mean() - self.free_energy(v_k).mean()
         return loss, {"cost": cost}
+
+    def closed_form(self, objective):
+        return self.cd_grads() if objective == "pretrain" else None
+
+    def cd_grads(self):
+        """fn(v0, y=None): ``pretrain_loss(v0)``'s chain, monitors and the gradient of its surrogate,
+        without autograd:
+
+            dloss/dW = (p(h|v_k)^T v_k - p(h|v0)^T v0) / n,   dloss/db = mean(v_k - v0),
+            dloss/dc = mean(p(h|v_k) - p(h|v0))
+
+        (the same arithmetic as ``gibbs_hvh``, sample for sample)."""
+        W, c, b = self.W, self.hbias, self.vbias
+
+        def grads(v0, y=None):
+            k, persistent = self.k, self.persistent
+            v0 = v0.flatten(1)
+            n = len(v0)
+            Wt = W.t()
+            ph0 = torch.addmm(c, v0, Wt).sigmoid_()
+            if persistent:
+                chain = self.persistent_chain
+                if n > len(chain):
+                    raise ValueError(f"minibatch of {n} rows but only {len(chain)} persistent "
+                                     "chains: build the RBM with batch_size >= the minibatch size")
+                h = chain[:n]
+            else:
+                h = bernoulli(ph0)
+            for _ in range(k):
+                v_pre = torch.mm(h, W).add_(b)                  # h @ W + b, as sample_v_given_h
+                v_k = bernoulli(torch.sigmoid(v_pre))
+                ph_k = torch.addmm(c, v_k, Wt).sigmoid_()       # F.linear(v, W, c), as sample_h_given_v
+                h = bernoulli(ph_k)
+            if persistent:
+                chain[:n] = h
+            cost = self.pseudo_likelihood_cost(v0) if persistent else self.reconstruction_cost(v0, v_pre)
+            return {"cost": cost}, [(W, [Outer(ph0, v0, -1.0 / n), Outer(ph_k, v_k, 1.0 / n)]),
+                                    (c, Sum(ph_k - ph0, 1.0 / n)), (b, Sum(v_k - v0, 1.0 / n))]
+
+        return grads
 
     @torch.no_grad()
     def pseudo_likelihood_cost(self, v):

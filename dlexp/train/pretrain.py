@@ -64,7 +64,7 @@ def fit_layer(layer, x, lr: float, batch_size: int, epochs: int, prefix: str = "
     split = _as_split(x, layer, batch_size, chunk)
     device = _device(layer)
     step = SGDStep(layer, lambda xb, yb: layer.pretrain_loss(xb), list(layer.parameters()), [], lr=lr,
-                   compile=options.compile, autocast=autocast_dtype(options.precision, device))
+                   compile=options.compile, autocast=autocast_dtype(options.precision, device), objective="pretrain")
     history = []
     if state is not None:
         history = [dict(h) for h in state["history"]]

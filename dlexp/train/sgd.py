@@ -55,7 +55,7 @@ class _Fit:
         self.step = SGDStep(model, lambda xb, yb: F.cross_entropy(model(xb), yb), list(model.parameters()),
                             model.weights(), lr=self.schedule.lr, momentum=optimizer.momentum,
                             l1=regularization.l1, l2=regularization.l2, compile=options.compile, autocast=self.amp,
-                            cuda_graph=cuda_graphs, functional=True)
+                            cuda_graph=cuda_graphs, functional=True, objective="nll")
         self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.test_error, self.since_validation = float("nan"), 0
         if state is not None:

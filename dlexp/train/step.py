@@ -10,12 +10,17 @@ The update is the tutorials' rule, for every parameter p with gradient g:
 operation for all tensors (no optimizer object, no ``.grad`` fields to zero).
 :class:`SGDStep` computes the loss, its gradients by ``torch.autograd.grad``,
 applies the update and sums the loss (or a model's monitors) on the device,
-read once per validation. A compiled step and CUDA-graph replay
-(:mod:`dlexp.train.accel`) take over after the first step when asked.
+read once per validation. When the model offers the objective's gradient in
+closed form (:meth:`dlexp.models.base.Model.closed_form`; the caller names the
+objective) and no autocast or compile is asked, the step uses it instead of
+autograd: a few in-place kernels, the update added straight into the
+parameters (:mod:`dlexp.train.fused`), the same training to float rounding.
+A compiled step and CUDA-graph replay (:mod:`dlexp.train.accel`) take over
+after the first step when asked.
 """
 import torch
 
-from . import accel
+from . import accel, fused
 
 
 def autocast_dtype(precision: str, device: torch.device):
@@ -59,15 +64,26 @@ class SGDStep:
     penalty. Options: ``compile`` (``functional=True``: the whole step as one
     compiled function; otherwise ``torch.compile`` of ``loss_fn``),
     ``autocast`` (a dtype for the forward), ``cuda_graph`` (CUDA only).
+    ``objective``: what ``loss_fn`` computes in the model's terms, ``"nll"``
+    (the mean NLL of ``module(x)``) or ``"pretrain"`` (``module.pretrain_loss(x)``);
+    if ``module.closed_form(objective)`` offers its gradient, and neither
+    autocast nor compile is asked, the step uses that instead of autograd
+    (``closed_form=False`` turns it off).
     """
 
     def __init__(self, module, loss_fn, params, weights, lr, momentum=0.0, l1=0.0, l2=0.0, compile=False,
-                 autocast=None, cuda_graph=False, functional=False):
+                 autocast=None, cuda_graph=False, functional=False, objective=None, closed_form=True):
         self.wid = {id(w) for w in weights}
         self.device = params[0].device
         self.module, self.autocast = module, autocast
         self.momentum, self.l1, self.l2 = float(momentum), float(l1), float(l2)
+        self.bufs = []
         self._set_params(params)
+        self.closed = None  # the model's closed-form gradient, when it has one and the options allow it
+        if objective is not None and closed_form and autocast is None and not compile:
+            offer = getattr(module, "closed_form", None)
+            self.closed = offer(objective) if offer is not None else None
+        self._slots = None
         self.lr = float(lr)
         self.lr_tensor = torch.tensor(self.lr, device=self.device)
         self.want_compiled = bool(compile and functional)
@@ -79,9 +95,11 @@ class SGDStep:
 
     def _set_params(self, params):
         weights = [p for p in params if id(p) in self.wid]
+        old = dict(zip(map(id, getattr(self, "params", [])), self.bufs))  # momentum kept for tensors kept
         self.params = weights + [p for p in params if id(p) not in self.wid]  # penalised tensors first
         self.n_weights = len(weights)
-        self.bufs = [torch.zeros_like(p) for p in self.params] if self.momentum else []
+        self.bufs = [old[id(p)] if id(p) in old else torch.zeros_like(p) for p in self.params] \
+            if self.momentum else []
         self.checked_unused = False
 
     def losses(self, xb, yb, cache=True):
@@ -105,6 +123,9 @@ class SGDStep:
 
     def eager(self, xb, yb, lr, cache=True) -> None:
         """Forward, gradients, update, monitor sums: the step itself."""
+        if self.closed is not None:
+            self.closed_step(xb, yb, lr)
+            return
         loss, values = self.losses(xb, yb, cache)
         if self.checked_unused:
             grads = torch.autograd.grad(loss, self.params)
@@ -118,6 +139,35 @@ class SGDStep:
         if self.sums is None:
             self.sums = [torch.zeros((), device=self.device) for _ in values]
         torch._foreach_add_(self.sums, values)
+
+    @torch.no_grad()
+    def closed_step(self, xb, yb, lr) -> None:
+        """The step with the model's closed-form gradient: no autograd graph, the update fused into it."""
+        monitors, pairs = self.closed(xb, yb)
+        if self._slots is None or len(pairs) != self._n_pairs:
+            self._align(pairs)
+        grads = [pairs[j][1] for j in self._slots]
+        if isinstance(lr, torch.Tensor):  # read at replay (a CUDA graph): no GEMM alpha can hold it
+            sgd_update(self.params, [fused.dense(g) for g in grads], lr, self.n_weights, self.l1, self.l2,
+                       self.momentum, self.bufs)
+        else:
+            fused.update(self.params, grads, lr, self.n_weights, self.l1, self.l2, self.momentum, self.bufs)
+        if self.names is None:
+            self.names = list(monitors)
+        if self.sums is None:
+            self.sums = [torch.zeros((), device=self.device) for _ in self.names]
+        values = [monitors[k] for k in self.names]
+        torch._foreach_add_(self.sums, [v if v.dtype == torch.float32 else v.float() for v in values])
+
+    def _align(self, pairs) -> None:
+        """Where each parameter's gradient is in the closed form's list; parameters it leaves out (the
+        objective does not use them) are left out from now on, as on the autograd path."""
+        where = {id(p): j for j, (p, _) in enumerate(pairs)}
+        if any(id(p) not in where for p in self.params):
+            self._set_params([p for p in self.params if id(p) in where])
+        self._slots = [where[id(p)] for p in self.params]
+        self._n_pairs = len(pairs)
+        self.checked_unused = True
 
     def __call__(self, xb, yb=None):
         if self.fast is not None:
@@ -138,7 +188,8 @@ class SGDStep:
         names = {id(p): n for n, p in self.module.named_parameters()}
         with torch.no_grad():
             for p, b in zip(self.params, self.bufs):
-                b.copy_(state["momentum"][names[id(p)]])
+                if names[id(p)] in state["momentum"]:  # not there: unused by the loss, left out at the first step
+                    b.copy_(state["momentum"][names[id(p)]])
         if state["sums"]:
             self.names = list(state["sums"])
             self.sums = [torch.as_tensor(v, device=self.device).clone() for v in state["sums"].values()]
