@@ -167,3 +167,21 @@ def test_an_optuna_study_goes_on_after_a_failed_trial(tmp_path):
     assert [row["status"] for row in rows] == ["FINISHED", "FINISHED", "FAILED"]
     assert rows[2]["overrides"].startswith("optimizer.lr=1e+30") and "diverged" in rows[2]["error"]
     assert len(error_lines(r)) == 1 and "dlexp: 1 of 3 jobs failed (see the table)" in r.stderr
+
+
+def test_slurm_launcher_without_a_cluster_is_one_line_before_anything(tmp_path):
+    """``hydra/launcher=slurm`` where SLURM's commands are missing: one line naming what is allowed, exit 2,
+    and no store, parent run or job made."""
+    env_path = os.pathsep.join(d for d in os.environ.get("PATH", "").split(os.pathsep)
+                               if not (Path(d) / "sbatch").exists())
+    env = {**os.environ, "PATH": env_path,
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    r = subprocess.run([sys.executable, "-m", "dlexp.cli", "-m", *BASE, "hydra/launcher=slurm", *MLP,
+                        "optimizer.lr=0.1,0.2", f"tracking.uri={store_of(tmp_path)}"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-3000:]
+    [line] = error_lines(r)
+    assert "hydra/launcher=slurm needs a SLURM cluster" in line and "slurm_local" in line
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "mlflow.db").exists()

@@ -102,6 +102,7 @@ class MlflowSweep(Callback):
     # the launching process --------------------------------------------------
     def on_multirun_start(self, config, **kwargs) -> None:
         _fast_composition()
+        _check_cluster_or_exit(config)
         _check_jobs_or_exit(config)
         _quiet_optuna(config)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -321,6 +322,19 @@ def _quiet_optuna_warnings() -> None:
         from optuna.exceptions import ExperimentalWarning
 
         warnings.filterwarnings("ignore", category=ExperimentalWarning)
+
+
+def _check_cluster_or_exit(config) -> None:
+    """``hydra/launcher=slurm*`` needs SLURM's commands (submitit submits with ``sbatch``): without them
+    the command ends here, in one line with exit 2, before the parent run or any job exists."""
+    import shutil
+
+    target = str(config.hydra.launcher.get("_target_", ""))
+    if target.endswith(".SlurmLauncher") and not (shutil.which("sbatch") and shutil.which("srun")):
+        print("dlexp: error: hydra/launcher=slurm needs a SLURM cluster: no sbatch / srun on PATH; "
+              "allowed here: hydra/launcher=slurm_local (the same jobs through submitit's local executor), "
+              "joblib or basic", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 def _check_jobs_or_exit(config) -> None:
