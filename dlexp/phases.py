@@ -45,8 +45,9 @@ def pretrain(ctx) -> dict:
 
 
 def log_model(ctx, checkpoint_name: str, step: int) -> None:
-    """The MLflow model of the run's checkpoint, its metrics at ``step`` copied onto it by MLflow."""
-    if ctx.run_id:
+    """The MLflow model of the run's checkpoint, its metrics at ``step`` copied onto it by MLflow
+    (``tracking.log_model=false``: none)."""
+    if ctx.run_id and ctx.run.tracking.log_model:
         ctx.tracker.flush()
         info = mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step)
         ctx.model_uri = info.model_uri

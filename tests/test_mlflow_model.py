@@ -306,3 +306,24 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
     parent = client.get_run(client.get_run(best.run_id).data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dlexp.best_run_id"] == best.run_id
     assert len(client.search_model_versions("name = 'digits-sweep'")) == 1  # the jobs did not register
+
+
+def test_log_model_false_keeps_the_checkpoint_only(tmp_path):
+    """``tracking.log_model=false``: the run has its checkpoint (dlexp-predict reads it) and no MLflow model;
+    asking to register a model that will not be logged is refused in one line before any run."""
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    run_dlexp(tmp_path, store, "model=logreg", "trainer.max_epochs=2", "tracking.log_model=false")
+    run = latest_run(store)
+    client = MlflowClient(store)
+    assert run.info.status == "FINISHED" and not run.outputs.model_outputs
+    assert not client.search_logged_models(experiment_ids=[run.info.experiment_id])
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/best_params.pkl"]
+    out = tmp_path / "labels.npy"
+    r = run_predict(store, run.info.run_id, "--dataset", "digits", "--output", out)
+    assert r.returncode == 0, r.stderr
+    r = subprocess.run([sys.executable, "-m", "dlexp.cli", "dataset=digits", f"tracking.uri={store}",
+                        "tracking.log_model=false", "tracking.register_as=x"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=300)
+    [line] = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and line.startswith("dlexp: error: tracking.register_as='x'"), r.stderr
+    assert "tracking.log_model=true" in line and len(client.search_runs([run.info.experiment_id])) == 1
