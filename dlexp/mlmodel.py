@@ -96,6 +96,30 @@ def log_model(tracker, checkpoint_path, example, step: int = 0, tags: dict = Non
                          pip_requirements=requirements(), tags=tags)
 
 
+def earlier(tracker, step: int):
+    """The MLflow model this run logged at ``step`` before it was stopped and resumed, or None.
+
+    MLflow copies the run's metrics at ``step`` onto every model logged there (points in the run's
+    histories, tagged with the model): logging the same model again after a resume would add a second
+    copy, so a resumed run that had logged it (READY) keeps that one. One left PENDING (stopped while it
+    was logged) is marked FAILED and logged again.
+    """
+    from mlflow.entities import LoggedModelStatus
+
+    run = tracker.client.get_run(tracker.run_id)
+    for output in (run.outputs.model_outputs if run.outputs else []):
+        if output.step != step:
+            continue
+        model = tracker.client.get_logged_model(output.model_id)
+        if model.name != NAME:
+            continue
+        if model.status == LoggedModelStatus.READY:
+            return model
+        if model.status == LoggedModelStatus.PENDING:
+            tracker.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)
+    return None
+
+
 def load(model_uri: str, tracking_uri: str = None):
     """The MLflow model at ``model_uri`` (``models:/...``, ``runs:/...``, a path) as a pyfunc model."""
     import mlflow

@@ -49,7 +49,8 @@ def log_model(ctx, checkpoint_name: str, step: int) -> None:
     (``tracking.log_model=false``: none)."""
     if ctx.run_id and ctx.run.tracking.log_model:
         ctx.tracker.flush()
-        info = mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step)
+        info = (ctx.state is not None and mlmodel.earlier(ctx.tracker, step)) or \
+            mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step)
         ctx.model_uri = info.model_uri
         log.info("MLflow model %s (runs:/%s/%s)", info.model_uri, ctx.run_id, mlmodel.NAME)
 

@@ -94,10 +94,16 @@ def find(source, tracker, params: dict, out: Path):
 
 
 def save(path: Path, state: dict, run_id, params: dict) -> None:
-    """The training state (tensors as numpy arrays), atomically: a kill mid-write keeps the previous one."""
+    """The training state (tensors as numpy arrays), atomically: a kill mid-write keeps the previous one.
+
+    ``saved_ms``: when (the metrics up to this state were flushed before): a resumed run's points logged
+    after it are the ones its replay logs again (:meth:`dlexp.tracking.Tracker.start`)."""
+    import time
+
     from .train.state import to_numpy
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint.save(path, {"format": FORMAT, "run_id": run_id, "params": comparable(params), **to_numpy(state)})
+    checkpoint.save(path, {"format": FORMAT, "run_id": run_id, "params": comparable(params),
+                           "saved_ms": int(time.time() * 1000), **to_numpy(state)})
     for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a writer killed mid-write (SIGKILL)
         stale.unlink(missing_ok=True)

@@ -165,7 +165,8 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
     try:
-        run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id)
+        run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id,
+                               since_ms=(state or {}).get("saved_ms", 0))
         return _wire(run, prep, out, stop, tracker, params, state, run_id, resumed=resume_id is not None)
     except BaseException as e:  # once the run exists, it ends here, never left RUNNING
         if tracker.run_id:

@@ -18,6 +18,7 @@ rolled back, so a retry never records anything twice.
 The store itself (which URIs, a sqlite store built once under a lock) is
 :mod:`dlexp.store`.
 """
+import collections
 import functools
 import logging
 import os
@@ -118,12 +119,12 @@ class Tracker:
         self.run_id = None
         self._artifact_uri = None  # of the run this tracker created
         self._buffer = []
-        self._logged = {}  # a resumed run: metric key -> last step already in the store
+        self._stored = collections.Counter()  # a resumed run: (key, step) -> points already in the store
         self._last_flush = time.monotonic()
 
-    def start(self, run_name: str, params: dict, tags: dict, run_id: str = None) -> str:
-        """Create a run, or continue ``run_id`` (a resumed run: its params stay, metrics at steps it
-        has already logged are not logged twice)."""
+    def start(self, run_name: str, params: dict, tags: dict, run_id: str = None, since_ms: int = 0) -> str:
+        """Create a run, or continue ``run_id``: its params stay, and the points it logged after its saved
+        state (timestamps after ``since_ms``), which the resumed run logs again, are not logged twice."""
         if run_id is None:  # the run and its tags in one write, its params in one more (per 100)
             run = self.client.create_run(self.experiment_id, run_name=run_name,
                                          tags={k: str(v)[:8000] for k, v in tags.items()})
@@ -135,8 +136,9 @@ class Tracker:
             return self.run_id
         self.run_id = run_id
         self.client.update_run(run_id, status="RUNNING")
-        for key in self.client.get_run(run_id).data.metrics:
-            self._logged[key] = max(m.step for m in self.client.get_metric_history(run_id, key))
+        for key in self.client.get_run(run_id).data.metrics:  # the points logged after the saved state
+            self._stored.update((key, m.step) for m in self.client.get_metric_history(run_id, key)
+                                if m.timestamp > since_ms)
         self.set_tags(tags)
         return self.run_id
 
@@ -178,10 +180,18 @@ class Tracker:
 
     def log_metrics(self, metrics: dict, step: int) -> None:
         ts = int(time.time() * 1000)
-        self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items()
-                            if step > self._logged.get(k, -1))
+        self._buffer.extend(Metric(k, float(v), ts, step) for k, v in metrics.items() if not self._replayed(k, step))
         if time.monotonic() - self._last_flush >= self.flush_seconds:
             self.flush()
+
+    def _replayed(self, key: str, step: int) -> bool:
+        """A resumed run replays, bit for bit, what it did after its saved state: the first points at a
+        (key, step) that the store already holds from before the stop are not logged again (the rest,
+        e.g. the final metrics logged at the last validation's step, are)."""
+        if self._stored[(key, step)] > 0:
+            self._stored[(key, step)] -= 1
+            return True
+        return False
 
     def __call__(self, event: str, metrics: dict, step: int) -> None:
         """The trainer's callback: every metric it reports, at its step."""

@@ -108,6 +108,30 @@ def test_sigkill_then_resume_gives_the_uninterrupted_result(tmp_path, model):
     assert not store.state_files()  # finished: nothing left to resume
 
 
+def test_sigkill_after_the_model_was_logged_resumes_to_the_same_histories(tmp_path):
+    """Killed between logging its MLflow model (which copies the run's metrics at that step onto the model,
+    into the run's histories) and its end, a resumed run keeps that model: no second copy of those points."""
+    store = Store(tmp_path)
+    overrides = MODELS["logreg"][:3] + ["trainer.max_epochs=40", "trainer.checkpoint_every=10"]
+    assert store.run(overrides).returncode == 0
+    p = subprocess.Popen(store.argv(overrides), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    for line in p.stdout:  # the line the run prints once its model is logged
+        if "MLflow model models:/" in line:
+            p.kill()
+            break
+    rc = p.wait(60)
+    ref, killed = store.runs()
+    if rc == 0 or killed.info.status != "RUNNING":
+        pytest.skip("the run ended before the kill landed")
+    [first] = killed.outputs.model_outputs
+    assert store.run(overrides + [f"trainer.resume={killed.info.run_id}"]).returncode == 0
+    resumed = store.client().get_run(killed.info.run_id)
+    assert resumed.info.status == "FINISHED"
+    assert [o.model_id for o in resumed.outputs.model_outputs] == [first.model_id]  # the same model, kept
+    assert_identical(store, ref.info.run_id, killed.info.run_id, "best_params.pkl")
+
+
 def test_sigterm_saves_state_marks_killed_and_auto_resumes(tmp_path):
     store = Store(tmp_path)
     overrides = MODELS["mlp"]
