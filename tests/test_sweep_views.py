@@ -221,7 +221,8 @@ def test_skip_finished_outside_a_sweep_names_the_run(grid):
 def test_an_interrupted_sweep_is_finished_by_running_it_again(tmp_path):
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     grid = ("model=mlp", "model.hidden_sizes=[16]", "optimizer.batch_size=20", "early_stopping=none",
-            "trainer.max_epochs=60", "optimizer.lr=0.1,0.05", "regularization=l2", "regularization.l2=0,1e-4")
+            "trainer.max_epochs=400", "optimizer.lr=0.1,0.05", "regularization=l2", "regularization.l2=0,1e-4")
+    # 400 epochs: ~3 s a job with the closed-form step, so the stop lands while the third job trains
     proc = sweep_procs.start(tmp_path, store, *grid, extra_env={"DLEXP_TRACKING_FLUSH_SECONDS": "0.3"})
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:  # stop it once 2 jobs are done and a third trains
@@ -241,7 +242,7 @@ def test_an_interrupted_sweep_is_finished_by_running_it_again(tmp_path):
     assert sum(bool(c.data.tags.get(sweep.SKIPPED_TAG)) for c in children.values()) == 2
     resumed = children[killed[0].info.run_id]  # the stopped run continued, in the new sweep
     assert resumed.data.tags["dlexp.resumed_from"].startswith("finetune iteration ")
-    assert resumed.data.metrics["epochs"] == 60
+    assert resumed.data.metrics["epochs"] == 400
     assert second.info.status == "FINISHED" and "4 runs ranked by best_valid_error" in r.stdout
 
 
