@@ -13,10 +13,11 @@ The SdA tutorial's pretraining (SdA.py) is not in the peer folder; set ``PEER_SD
 Environment: ``DLEXP_PEER`` (the peer folder), ``PEER_VENV`` (default /tmp/peer-venv),
 ``PEER_DATA_DIR`` (default /tmp/peer-data), ``PEER_LINKER`` / ``PEER_BLAS`` as the peer's run.sh.
 """
-import json
 import os
 import subprocess
 from pathlib import Path
+
+from .timing import json_result
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = {"logreg": "logreg", "mlp": "mlp", "lenet": "lenet5", "da": "dA", "rbm": "rbm", "sda": "sda"}
@@ -85,12 +86,4 @@ def run(key: str, epochs: int, train_rows: int, valid_rows: int, timeout: float 
     env = {**os.environ, "PYTENSOR_FLAGS": flags(), "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
     if threads:
         env.update(OPENBLAS_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("PEER-EPOCHS "):
-            return json.loads(line[len("PEER-EPOCHS "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    return json_result(cmd, "PEER-EPOCHS ", timeout, env=env)

@@ -1,14 +1,13 @@
 """Runs every measurement in its own process and turns the results into rows."""
 import importlib.util
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 from . import report
 from .protocols import FULL_TRAIN, protocols
-from .timing import idle_fraction, wait_quiet
+from .timing import idle_fraction, json_result, wait_quiet
 
 ROOT = Path(__file__).resolve().parent.parent
 QUIET = report.QUIET  # an epoch with more foreign CPU load than this is not trusted if a quieter one exists
@@ -29,15 +28,7 @@ def worker(task: dict, timeout: float = 900) -> dict:
     """Run one task in a fresh interpreter; its result dict (or {'error': ...})."""
     wait_quiet(0.85 * (1.0 - SPARE), timeout=20)
     cmd = [sys.executable, "-m", "bench", "--worker", json.dumps(task)]
-    try:
-        proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in reversed(proc.stdout.splitlines()):
-        if line.startswith("BENCH-RESULT "):
-            return json.loads(line[len("BENCH-RESULT "):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-    return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
+    return json_result(cmd, "BENCH-RESULT ", timeout, cwd=ROOT)
 
 
 def best_epoch(*results):

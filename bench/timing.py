@@ -87,3 +87,19 @@ def measure(fn, reps: int = 3, max_foreign: float = 0.10, max_tries: int = 8, sy
         (quiet if foreign <= max_foreign else noisy).append(Sample(dt, foreign))
     pool = quiet or noisy
     return min(pool, key=lambda s: s.seconds)
+
+
+def json_result(cmd, prefix: str, timeout: float, **kw) -> dict:
+    """Run ``cmd``; the JSON after ``prefix`` on its last such stdout line, or {'error': ...}."""
+    import json
+    import subprocess
+
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith(prefix):
+            return json.loads(line[len(prefix):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    return {"error": " | ".join(tail) or f"exit code {proc.returncode}"}
