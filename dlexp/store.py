@@ -5,7 +5,12 @@ on ``<db>.lock`` beside it, in a temp file of the same directory (MLflow creates
 and migrates it there) that is renamed onto ``<db>`` only when complete, so N
 runs started together never migrate one file at once and a full disk or a kill
 never leaves a half-built store. An existing complete store is only looked at,
-under a shared lock for a moment. A URI dlexp cannot track to (a file that is
+under a shared lock for a moment. A store on a local disk is kept in sqlite's
+write-ahead-log mode (``journal_mode=wal``, still ``synchronous=FULL``: a commit is
+as durable as before, but one ``fsync`` of the log instead of the rollback
+journal's several: ~4 ms a commit here instead of ~19 ms; a run makes a few dozen);
+one on a network filesystem (NFS, Lustre, ...), where WAL's shared memory does not
+work across machines, keeps the rollback journal. A URI dlexp cannot track to (a file that is
 not a database, a read-only store, a file store, an unknown scheme, an HTTP
 server that is not MLflow) is refused in one line before any data is read.
 """
@@ -246,6 +251,47 @@ def store_state(path: Path) -> str:
         con.close()
 
 
+NETWORK_FILESYSTEMS = {"nfs", "nfs4", "cifs", "smb3", "smbfs", "ncpfs", "afs", "9p", "lustre", "gpfs", "beegfs",
+                       "ceph", "glusterfs", "fuse.glusterfs", "fuse.sshfs", "fuse.s3fs", "gfs2", "ocfs2", "pvfs2",
+                       "orangefs", "panfs"}
+
+
+def _filesystem(path: Path, mountinfo: str = None):
+    """The type of the filesystem holding ``path`` ("ext4", "nfs4", ...) from ``mountinfo`` (default: this
+    process's /proc/self/mountinfo), or None where the OS does not say."""
+    try:
+        lines = (mountinfo if mountinfo is not None else Path("/proc/self/mountinfo").read_text()).splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    target = str(path.resolve())
+    for line in lines:
+        fields, _, rest = line.partition(" - ")
+        mount = fields.split()[4].replace("\\040", " ")
+        inside = target == mount or target.startswith(mount.rstrip("/") + "/")
+        if inside and len(mount) >= len(best) and rest:
+            best, kind = mount, rest.split()[0]
+    return kind
+
+
+def use_wal(db: Path, mountinfo: str = None) -> None:
+    """Put the sqlite database ``db`` in write-ahead-log mode where its filesystem is a known local one (the
+    mode is kept in the file: every later connection, MLflow's too, uses it); left as it is elsewhere, or
+    when another process holds the database for longer than a moment."""
+    kind = _filesystem(db.parent, mountinfo)
+    if kind is None or kind in NETWORK_FILESYSTEMS:
+        return
+    with open(db, "rb") as f:
+        header = f.read(20)
+    if len(header) == 20 and header[18] == 2:
+        return  # already WAL
+    try:
+        with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
+            con.execute("pragma journal_mode=wal")
+    except sqlite3.Error as e:
+        log.debug("store %s keeps its rollback journal (%s)", db, e)
+
+
 def _remove_aside(tmp: Path) -> None:
     for suffix in ("", "-journal", "-wal", "-shm"):
         Path(str(tmp) + suffix).unlink(missing_ok=True)
@@ -287,6 +333,7 @@ def build_aside(path: Path, uri: str, copy_from_existing: bool) -> None:
             integrity = con.execute("pragma integrity_check").fetchone()[0]
         if store_state(tmp) != "complete" or integrity != "ok":
             raise TrackingError(f"tracking.uri={uri}: MLflow built an incomplete store ({integrity})")
+        use_wal(tmp)  # closed again: no -wal file is left beside tmp when it is renamed
         _fsync(tmp)
         os.replace(tmp, path)
         _fsync(path.parent)
@@ -356,7 +403,7 @@ def prepare_store(uri: str) -> None:
     with store_lock(path, exclusive=False):
         try:
             if store_state(path) == "complete":
-                return
+                return use_wal(path)  # a store built before dlexp used WAL changes mode once
         except sqlite3.Error:  # e.g. locked for longer than the timeout: look again under the exclusive lock
             pass
     try:

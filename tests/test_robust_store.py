@@ -21,7 +21,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from dlexp import checkpoint
+from dlexp import checkpoint, store
 
 N = 6
 RUN = ["dataset=digits", "trainer.max_epochs=2", "trainer.progress=log", "trainer.threads=1"]
@@ -172,6 +172,43 @@ def test_a_complete_store_needs_no_exclusive_lock(tmp_path, complete_store):
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = store_runs(db)
     assert run.info.status == "FINISHED" and db.stat().st_ino == inode  # the same file, not rebuilt
+
+
+# ------------------------------------------------------------ the journal mode
+def journal_mode(db: Path) -> str:
+    with sqlite3.connect(db) as con:
+        return con.execute("pragma journal_mode").fetchone()[0]
+
+
+def test_a_store_on_a_local_disk_is_kept_in_wal_mode_and_an_older_one_changes_once(tmp_path, complete_store):
+    """WAL: one fsync a commit instead of the rollback journal's several (a run makes dozens of commits)."""
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert dlexp(fresh).returncode == 0
+    assert journal_mode(fresh / "outputs" / "mlflow.db") == "wal"
+    older = tmp_path / "older" / "outputs" / "mlflow.db"  # built by MLflow alone: a rollback journal
+    older.parent.mkdir(parents=True)
+    shutil.copyfile(complete_store, older)
+    assert journal_mode(older) == "delete"
+    assert dlexp(older.parents[1]).returncode == 0
+    assert journal_mode(older) == "wal" and integrity(older) == "ok"
+    (run,) = store_runs(older)
+    assert run.info.status == "FINISHED"
+
+
+def test_a_store_on_a_network_filesystem_keeps_its_rollback_journal(tmp_path, complete_store):
+    """WAL's shared memory does not work across machines: on NFS (here: a mount table saying so) nothing
+    changes."""
+    db = tmp_path / "mlflow.db"
+    shutil.copyfile(complete_store, db)
+    mountinfo = (f"22 1 0:21 / / rw,relatime - ext4 /dev/vda rw\n"
+                 f"98 22 0:52 / {tmp_path} rw,relatime - nfs4 server:/export rw,vers=4.2\n")
+    assert store._filesystem(tmp_path, mountinfo) == "nfs4"
+    assert store._filesystem(tmp_path.parent, mountinfo) == "ext4"
+    store.use_wal(db, mountinfo)
+    assert journal_mode(db) == "delete"
+    store.use_wal(db, mountinfo.splitlines()[0])
+    assert journal_mode(db) == "wal"
 
 
 # ----------------------------------------------------- a store creation cut off
