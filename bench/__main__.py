@@ -1,6 +1,6 @@
 """``python -m bench``: dlexp's trainer against the loop a user would write, protocol by protocol.
 
-    python -m bench                   # all six protocols + compile / device_chunk / MLflow extras (~5 min)
+    python -m bench                   # all six protocols + compile / device_chunk / MLflow / sweep extras (~10 min)
     python -m bench --quick           # smaller epochs, same columns (~2 min)
     python -m bench --only mlp,logreg --no-extras --no-write
     python -m bench --device cuda     # on a GPU (CUDA graphs, bf16 extras)
@@ -24,7 +24,7 @@ def main(argv=None) -> int:
     ap.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:N")
     ap.add_argument("--data", default="fashion_mnist", choices=["fashion_mnist", "mnist", "random"],
                     help="data to time on (falls back to random data of the same shape if not installed)")
-    ap.add_argument("--no-extras", action="store_true", help="skip the compile, device_chunk and MLflow tables")
+    ap.add_argument("--no-extras", action="store_true", help="skip the compile, device_chunk, MLflow and sweep-overhead tables")
     ap.add_argument("--no-lightning", action="store_true", help="skip the Lightning column even if installed")
     ap.add_argument("--rounds", type=int, default=None,
                     help="alternating rounds per protocol (default 2, --quick 1): more rounds, more chances of a "

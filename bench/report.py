@@ -353,4 +353,14 @@ def _extras(extras, rows) -> list:
         if "train_seconds" in on and "train_seconds" in off:
             lines.append(f"| on / off | {on['train_seconds'] / off['train_seconds']:.3f} | "
                          f"{on['wall'] / off['wall']:.3f} |")
+    sw = extras.get("sweep")
+    if sw:
+        lines += ["", "## A sweep's overhead a job (issue 13)", "",
+                  f"(wall of a serial in-process 9-job sweep - wall of one run) / 8, median of {sw['reps']} pairs, "
+                  f"each a fresh `dlexp` process against an existing sqlite store: `{sw['command']}` "
+                  "(bench/sweep_overhead.py; its breakdown and the before / after figures: bench/SWEEPS.md).", "",
+                  "| one run, wall s | 9-job sweep, wall s | overhead a job, wall s | overhead a job, CPU s | "
+                  "target | foreign load |", "|---|---|---|---|---|---|",
+                  f"| {sw['one']:.2f} | {sw['nine']:.2f} | **{sw['per_job']:.2f}** | {sw['per_job_cpu']:.2f} | "
+                  f"<= 0.30 | {sw['foreign']:.0%} |"]
     return lines

@@ -212,6 +212,10 @@ def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
         good = [r for r in rs if "error" not in r]
         runs[t] = min(good, key=lambda r: r["train_seconds"]) if good else rs[0]
     extras["mlflow"] = {"on": runs.get(True), "off": runs.get(False), "overrides": overrides}
+    if device == "cpu":  # issue 13: what a serial in-process sweep costs a job beyond its training
+        from . import sweep_overhead
+
+        extras["sweep"] = sweep_overhead.per_job(reps=3)
     return extras
 
 

@@ -102,6 +102,18 @@ def measure(variants: dict, reps: int) -> dict:
     return out
 
 
+def per_job(reps: int = 3) -> dict:
+    """This checkout's overhead a job, for ``python -m bench``'s extras: medians over ``reps`` pairs of
+    (one run, 9-job sweep), each in a fresh process against an existing store."""
+    r = measure({"this checkout": (REPO, [], ())}, reps)["this checkout"]
+    pairs = list(zip(r["one"], r["nine"]))
+    return {"one": statistics.median(o[0] for o, _ in pairs), "nine": statistics.median(n[0] for _, n in pairs),
+            "per_job": statistics.median((n[0] - o[0]) / 8 for o, n in pairs),
+            "per_job_cpu": statistics.median((n[1] - o[1]) / 8 for o, n in pairs),
+            "foreign": statistics.median(max(o[2], n[2]) for o, n in pairs), "reps": reps,
+            "command": f"dlexp -m {' '.join(BASE)} {' '.join(GRID)}"}
+
+
 QUIET = 0.25  # a pair of measurements counts as quiet when others took under this share of the CPU
 
 
