@@ -94,32 +94,37 @@ Grad = Union[Tensor, Outer, Sum, Sequence[Union[Tensor, Outer, Sum]]]
 ClosedForm = Callable[[Tensor, Optional[Tensor]], Tuple[Dict[str, Tensor], List[Tuple[nn.Parameter, Grad]]]]
 
 
-def nll_and_delta(h: Tensor, W: Tensor, b: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
+def nll_and_delta(h: Tensor, W: Tensor, b_col: Tensor, y: Tensor) -> Tuple[Tensor, Tensor]:
     """The softmax-NLL output layer and its error, in closed form:
 
         z = h W^T + b,   loss = -mean_n log softmax(z_n)[y_n],   delta = softmax(z) - onehot(y) = n dloss/dz
 
     so dloss/dW = delta^T h / n, dloss/db = sum_n delta_n / n, dloss/dh = delta W / n. The logits are
     computed transposed, z^T = W h^T + b (one GEMM whose long side is the minibatch: with a few classes
-    about twice as fast as h W^T on a CPU); ``delta`` is returned as the (n, classes) view of that layout.
+    about twice as fast as h W^T on a CPU; ``b_col`` is the bias as a column, ``b.unsqueeze(1)``);
+    ``delta`` is returned as the (n, classes) view of that layout.
     """
-    zt = torch.addmm(b.unsqueeze(1), W, h.t())
+    zt = torch.addmm(b_col, W, h.t())
     lp = torch.log_softmax(zt, 0)
     yi = y.unsqueeze(0)
-    loss = lp.gather(0, yi).sum().mul_(-1.0 / len(y))
+    minus_ones, minus_mean = _constants(len(y), lp)
+    loss = lp.gather(0, yi).sum().mul_(minus_mean)
     delta = lp.exp_()
-    delta.scatter_add_(0, yi, _minus_ones(yi.shape, delta))
+    delta.scatter_add_(0, yi, minus_ones)
     return loss, delta.t()
 
 
-_MINUS_ONES = {}
+_CONSTANTS = {}
 
 
-def _minus_ones(shape, like) -> Tensor:
-    key = (tuple(shape), like.dtype, like.device)
-    if key not in _MINUS_ONES:
-        _MINUS_ONES[key] = torch.full(shape, -1.0, dtype=like.dtype, device=like.device)
-    return _MINUS_ONES[key]
+def _constants(n: int, like: Tensor) -> Tuple[Tensor, Tensor]:
+    """(-1 of shape (1, n), -1/n as a 0-d tensor) on ``like``'s device: made once, not every step (a Python
+    scalar is made into a tensor at every call)."""
+    key = (n, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = (torch.full((1, n), -1.0, dtype=like.dtype, device=like.device),
+                           torch.tensor(-1.0 / n, dtype=like.dtype, device=like.device))
+    return _CONSTANTS[key]
 
 
 def n_inputs(image_shape) -> int:

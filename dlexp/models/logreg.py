@@ -50,10 +50,12 @@ class LogisticRegression(Model):
         if objective != "nll":
             return None
         W, b = self.linear.weight, self.linear.bias
+        b_col = b.unsqueeze(1)  # a view: it follows the in-place updates of b
 
         def nll_grads(x, y):
-            x = x.flatten(1)
-            loss, delta = nll_and_delta(x, W, b, y)
+            if x.dim() != 2:
+                x = x.flatten(1)
+            loss, delta = nll_and_delta(x, W, b_col, y)
             s = 1.0 / len(x)
             return {"loss": loss}, [(W, Outer(delta, x, s)), (b, Sum(delta, s))]
 

@@ -80,12 +80,14 @@ class MLP(Model):
         act, backward = ACTIVATIONS_[self.activation], BACKWARD[self.activation]
         layers = [(layer.weight, layer.bias) for layer in self.hidden]
         W_out, b_out = self.out.weight, self.out.bias
+        forward = [(W.t(), b) for W, b in layers]  # views: they follow the in-place updates
+        b_col = b_out.unsqueeze(1)
 
         def nll_grads(x, y):
-            hs = [x.flatten(1)]
-            for W, b in layers:
-                hs.append(act(torch.addmm(b, hs[-1], W.t())))
-            loss, delta = nll_and_delta(hs[-1], W_out, b_out, y)
+            hs = [x if x.dim() == 2 else x.flatten(1)]
+            for Wt, b in forward:
+                hs.append(act(torch.addmm(b, hs[-1], Wt)))
+            loss, delta = nll_and_delta(hs[-1], W_out, b_col, y)
             s = 1.0 / len(x)
             grads = [(W_out, Outer(delta, hs[-1], s)), (b_out, Sum(delta, s))]
             above = W_out

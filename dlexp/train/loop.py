@@ -84,16 +84,19 @@ class Loop:
 
     def batches(self):
         """The epoch's minibatches not done yet; after each, checkpoint and stop as asked."""
-        pos = self.pos
+        pos, stop = self.pos, self.options.stop
+        every = self.options.checkpoint_every if self.options.on_checkpoint is not None else 0
         for i, (xb, yb) in enumerate(self.split.batches(self.batch_size, self.perm, self.n_batches)):
             if i < pos["batch"]:
                 continue  # resumed in the middle of this epoch
             pos["it"] += 1
             pos["batch"] = i + 1
             yield xb, yb
-            self._checkpoint_and_stop()
+            if (stop is not None and stop.requested) or (every and (pos["it"] + 1) % every == 0):
+                self._checkpoint_and_stop()
 
     def _checkpoint_and_stop(self) -> None:
+        """The checkpoint due (every ``checkpoint_every`` iterations, or at a stop request), then the stop."""
         o, it = self.options, self.pos["it"] + 1
         interrupted = o.stop is not None and o.stop.requested
         if o.on_checkpoint is not None and ((o.checkpoint_every and it % o.checkpoint_every == 0) or interrupted):
