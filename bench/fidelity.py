@@ -167,9 +167,9 @@ GROUPS = (  # the full runs, one command a group, with what they take on one cor
     ("logreg,cg,mlp", "logreg and CG: about a minute a seed; the MLP: up to 1000 epochs at ~2 s, < 40 min a seed"),
     ("lenet", "100-200 epochs at ~15 s: 25-50 min a seed"),
     ("da,rbm", "15 epochs: ~1 min a dA, ~6 min an RBM, a seed"),
-    ("sda", "its timing run, then ~10 min pretraining + 10-36+ batch-1 fine-tuning epochs at 2-4 min: 0.5-2.5 h"),
-    ("dbn", "its timing run, then 10-20 min pretraining + 4-46+ fine-tuning epochs at 0.5-1 min: 0.3-1 h a seed"),
-    ("sda_full,dbn_full", "the exact protocols, estimated in the sda and dbn sections: 1-3.5 h, 1.7-4 h a seed"),
+    ("sda", "its timing run, then ~5 min pretraining + ~110 batch-1 fine-tuning epochs at ~1 min: ~2-4 h a seed"),
+    ("dbn", "its timing run, then ~5 min pretraining + ~140 fine-tuning epochs at ~30 s: ~1.3 h a seed"),
+    ("sda_full,dbn_full", "the exact protocols, estimated in the sda and dbn sections: ~4 h, ~1.8 h a seed"),
 )
 
 
