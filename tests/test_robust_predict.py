@@ -245,11 +245,28 @@ def test_labels_file_gets_the_umask_mode(trained, tmp_path):
     assert np.load(out).shape == (250,) and out.stat().st_mode & 0o777 == 0o644
 
 
+def _as_a_shell_starts_it():
+    """SIGINT at its default and not blocked in the child: a child inherits both from this pytest process,
+    which earlier tests' libraries may have left otherwise (a Python started with SIGINT ignored installs
+    no KeyboardInterrupt handler at all)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+
+
+def _signal_masks(pid: int) -> str:
+    try:
+        return " ".join(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                        if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    except OSError:
+        return "(no /proc)"
+
+
 def test_interrupt_is_one_line_and_status_130(trained, tmp_path):
     fifo = tmp_path / "x.npy"
     os.mkfifo(fifo)  # np.load blocks reading it until we write: the process is mid-run, waiting
     p = subprocess.Popen([sys.executable, "-m", "dlexp.predict", str(trained[0]), "--inputs", str(fifo)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         preexec_fn=_as_a_shell_starts_it)
     deadline = time.monotonic() + 60
     while True:
         try:
@@ -261,7 +278,12 @@ def test_interrupt_is_one_line_and_status_130(trained, tmp_path):
     try:
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=60)
+        try:
+            out, err = p.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            masks = _signal_masks(p.pid)
+            p.kill()
+            pytest.fail(f"dlexp-predict did not stop within 60 s of SIGINT; its signal masks: {masks}")
     finally:
         os.close(fd)
     assert p.returncode == 130 and err.strip() == "dlexp-predict: stopped", err
