@@ -12,10 +12,13 @@ the full trace). A run that fails ends with one line and exit 1; Ctrl-C or
 SIGTERM with ``dlexp: stopped (...)`` and exit 130, at any moment. Heavy
 imports happen inside :func:`main`, so an early Ctrl-C is handled too.
 """
+import contextlib
 import os
 import sys
+from pathlib import Path
 
 from .composition import CONFIG_PATH, GROUPS, hydra_message, options
+
 
 def help_text() -> str:
     lines = ["dlexp: the Deep Learning Tutorials as Hydra-configured, MLflow-tracked runs.", "",
@@ -63,12 +66,22 @@ def _fail_if_all_jobs_failed() -> None:
         fail(f"all {outcome[1]} jobs of the sweep failed", 1)
 
 
+def _composed_yaml(cfg, hc) -> str:
+    """The job's composed config as YAML: the text Hydra has just written to ``.hydra/config.yaml``
+    (``OmegaConf.to_yaml`` of the same config), read back rather than made again; else made here."""
+    from omegaconf import OmegaConf
+
+    if hc.output_subdir is not None:
+        with contextlib.suppress(OSError):
+            return (Path(hc.runtime.output_dir) / hc.output_subdir / "config.yaml").read_text(encoding="utf-8")
+    return OmegaConf.to_yaml(cfg)
+
+
 def _job(cfg) -> float:
     """Hydra's task function: validate, run, and turn dlexp's errors into one line (or, in a sweep, a
     failed job that the sweep callback records while the sweep goes on)."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
 
     from .config import validate
     from .errors import exit_code, message
@@ -84,7 +97,7 @@ def _job(cfg) -> float:
         run = validate(cfg)
         from .experiment import run_experiment
 
-        final = run_experiment(run, OmegaConf.to_yaml(cfg), list(hc.overrides.task), hc.runtime.output_dir)
+        final = run_experiment(run, _composed_yaml(cfg, hc), list(hc.overrides.task), hc.runtime.output_dir)
     except Exception as e:
         if hc.mode == RunMode.MULTIRUN:
             raise  # the sweep's callback records the job as FAILED; the sweep goes on

@@ -56,3 +56,21 @@ def test_what_it_does_not_handle_goes_to_hydra(loader):
     compose.install(loader)
     with pytest.raises(Exception, match="nope"):  # Hydra's own error for an unknown key
         loader.load_sweep_config(master, ["optimizer.nope=1"])
+
+
+def test_a_config_composed_ahead_is_handed_over_once(loader):
+    """The sweep's check of every job keeps each job's config for Hydra's own check of it (one composition
+    fewer a job): handed over once, the same config Hydra composes, and the next request composes anew."""
+    command_line, jobs = CASES["groups"]
+    master = loader.load_configuration("config", command_line, RunMode.MULTIRUN)
+    want = ConfigLoaderImpl.load_sweep_config(loader, master, jobs[0])
+    compose.install(loader)
+    ahead = loader.load_sweep_config(master, jobs[0])
+    compose.keep(loader, master, jobs[0], ahead)
+    assert loader.load_sweep_config(master, jobs[0]) is ahead
+    ahead.optimizer.lr = 123.0  # what Hydra's launcher does to its config (job id, number) stays there
+    again = loader.load_sweep_config(master, jobs[0])
+    assert again is not ahead and OmegaConf.to_container(again) == OmegaConf.to_container(want)
+    other = loader.load_configuration("config", ["model=logreg"], RunMode.MULTIRUN)  # another command line
+    compose.keep(loader, master, jobs[0], ahead)
+    assert loader.load_sweep_config(other, jobs[0]) is not ahead

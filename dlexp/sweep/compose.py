@@ -12,7 +12,9 @@ loader (an instance: Hydra's class is left alone) a ``load_sweep_config`` that
   composing: the value overrides applied in their order (``ConfigLoaderImpl._apply_overrides_to_config``),
   ``hydra.overrides.hydra`` / ``.task`` listed, ``hydra.job.override_dirname`` rebuilt;
 * hands anything it does not handle (a sweep override, a failing override) to Hydra unchanged, so
-  errors read as Hydra's.
+  errors read as Hydra's;
+* returns, once, a job's config composed ahead by the sweep's check of every job (:func:`keep`), to
+  Hydra's basic sweeper, which composes each job again only to see that it composes.
 
 The result equals Hydra's composition (tests/test_sweep_compose.py compares them). The loader travels
 to joblib workers and submitit jobs by pickle: its class is importable there, its cache stays here.
@@ -20,6 +22,8 @@ to joblib workers and submitit jobs by pickle: its class is importable there, it
 import copy
 
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
+
+READY_MAX = 64  # job configs composed ahead and not yet asked for, kept at most (a big grid: the first ones)
 
 
 class FastSweepLoader(ConfigLoaderImpl):
@@ -29,6 +33,11 @@ class FastSweepLoader(ConfigLoaderImpl):
         return {k: v for k, v in self.__dict__.items() if not k.startswith("_dlexp_")}
 
     def load_sweep_config(self, master_config, sweep_overrides):
+        ready = self.__dict__.get("_dlexp_ready")
+        if ready:
+            cfg = ready.pop(_job_key(master_config, sweep_overrides), None)
+            if cfg is not None:
+                return cfg
         try:
             cfg = _compose(self, master_config, list(sweep_overrides))
         except Exception:  # Hydra says what is wrong, in its own words
@@ -40,6 +49,21 @@ def install(loader) -> None:
     """Give ``loader`` (this multirun's config loader) the fast ``load_sweep_config``."""
     if type(loader) is ConfigLoaderImpl:
         loader.__class__ = FastSweepLoader
+
+
+def _job_key(master, sweep_overrides) -> tuple:
+    overrides = master.hydra.overrides
+    return tuple(overrides.hydra), tuple(overrides.task), tuple(sweep_overrides)
+
+
+def keep(loader, master, sweep_overrides, cfg) -> None:
+    """Give ``cfg``, composed by ``loader`` for this job, to the loader's next ``load_sweep_config`` of the
+    same job (Hydra's basic sweeper checks each job by composing it, then discards it): once; nothing is
+    kept for a loader that is not a :class:`FastSweepLoader`, nor beyond :data:`READY_MAX` jobs."""
+    if isinstance(loader, FastSweepLoader):
+        ready = loader.__dict__.setdefault("_dlexp_ready", {})
+        if len(ready) < READY_MAX:
+            ready[_job_key(master, sweep_overrides)] = cfg
 
 
 def _selects_group(loader, override) -> bool:

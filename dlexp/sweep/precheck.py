@@ -14,12 +14,11 @@ parent run exists) enumerates the jobs as the sweeper will:
 and composes each job with Hydra's config loader and validates it with :func:`dlexp.config.validate`.
 It raises :class:`~dlexp.config.ConfigError` for the first bad job: ``<override> (job 1 of 2): <why>``.
 
-Composing is Hydra's slow part (~80 ms a config), so the jobs are grouped by their config-group
-overrides (``model=``, ``experiment=``...): each group is composed once, and each job's plain value
-overrides are applied to a copy of it the way Hydra's config loader applies them after composing
-(``ConfigLoaderImpl._apply_overrides_to_config``): a 16-job grid over values costs one composition.
+Composing is Hydra's slow part (~80 ms a config): the multirun's loader (:mod:`.compose`) composes
+each set of config-group overrides (``model=``, ``experiment=``...) once and applies a job's plain value
+overrides to a copy, so a 16-job grid over values costs one composition; each job's config is then
+handed to the basic sweeper's own check of the job, which would compose it again.
 """
-import copy
 import math
 import re
 
@@ -87,45 +86,25 @@ def _hydra_error(e: BaseException):
 
 
 class _Composer:
-    """Each job's validated config: one composition per distinct set of config-group overrides."""
+    """Each job's config composed by this multirun's config loader (:mod:`.compose`: one composition per
+    set of config-group overrides) and validated; kept for the sweeper's own check of the job."""
 
-    def __init__(self, master, loader, parser):
-        self.master, self.loader, self.parser = master, loader, parser
-        self.groups = {}  # override key -> whether it selects a config group
-        self.bases = {}   # the group overrides -> the composed config, without its hydra node
-
-    def _is_group(self, text: str) -> bool:
-        key = override_key(text)
-        if key not in self.groups:
-            self.groups[key] = "@" in key or "/" in key or bool(self.loader.get_group_options(key))
-        return self.groups[key]
-
-    def _base(self, groups: tuple):
-        from omegaconf import open_dict
-
-        if groups not in self.bases:
-            cfg = self.loader.load_sweep_config(self.master, list(groups))
-            with open_dict(cfg):
-                del cfg["hydra"]
-            self.bases[groups] = cfg
-        return self.bases[groups]
+    def __init__(self, master, loader):
+        self.master, self.loader = master, loader
 
     def check(self, job: list) -> None:
         """Raise ConfigError if this job's config cannot be composed or does not validate."""
-        from hydra._internal.config_loader_impl import ConfigLoaderImpl
-
         from ..config import ConfigError, validate
+        from .compose import keep
 
-        groups = tuple(o for o in job if self._is_group(o))
-        values = [o for o in job if not self._is_group(o)]
         try:
-            cfg = copy.deepcopy(self._base(groups))
-            ConfigLoaderImpl._apply_overrides_to_config(self.parser.parse_overrides(values), cfg)
+            cfg = self.loader.load_sweep_config(self.master, job)
         except ConfigError:
             raise
         except Exception as e:  # Hydra's and OmegaConf's composition errors
             raise _hydra_error(e) from None
         validate(cfg)
+        keep(self.loader, self.master, job, cfg)
 
     def accepts(self, job: list) -> bool:
         from ..config import ConfigError
@@ -169,7 +148,7 @@ def check_jobs(config) -> int:
     basic = str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
     jobs = _grid_jobs(overrides) if basic else _search_space_jobs(overrides)
     sources = {override_key(k): o.input_line for k, o in _swept(overrides).items()}
-    composer = _Composer(config, loader, parser)
+    composer = _Composer(config, loader)
     for num, (job, instead) in enumerate(jobs):
         job = list(job)
         try:
