@@ -6,8 +6,11 @@ MLflow runs to load and predict), the checkpoint as the ``checkpoint`` artifact,
 classes with the restricted checkpoint reader as ``code/dlexp`` (so it loads where only mlflow,
 torch and numpy are installed, and nothing is unpickled by ``pickle.load``). The signature is
 inferred by MLflow running the model on the input example -- the first rows of the test split,
-float32 (N, C*H*W) in [0, 1] -- which also checks, as MLflow does for every logged model, that the
-example is served. Requirements are given (inferring them costs ~10 s a run).
+float32 (N, C*H*W) in [0, 1]. MLflow then checks that the example is served (loading the saved model
+as ``mlflow models serve`` does and predicting the example's JSON): once a process for each kind of
+model and input width, since later models of that kind differ only in their checkpoint, which the
+signature's inference has just run (~10 ms a job of a sweep). Requirements are given (inferring them
+costs ~10 s a run).
 
 Chosen over the PyTorch flavour's ``pt2`` (``torch.export``) format because exporting costs ~2 s
 in every process (importing ``torch._dynamo``), and over TorchScript (deprecated in torch 2.x):
@@ -15,6 +18,7 @@ logging this model costs ~0.7 s in a fresh process (half of it MLflow checking t
 against the installed packages, once a process) and ~0.15-0.25 s for the next runs of a sweep.
 """
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -28,6 +32,7 @@ CODE = PACKAGE / "pyfunc_model.py"
 MODEL_CODE = ("__init__.py", "checks.py", "checkpoint.py", "models")
 NAME = "model"           # the logged model's name: runs:/<run id>/model
 EXAMPLE_ROWS = 5
+_SERVED = set()  # (kind, input width) whose input example MLflow has served in this process
 
 
 def requirements() -> list:
@@ -40,9 +45,12 @@ def requirements() -> list:
             f"numpy=={numpy.__version__}"]
 
 
-def _stage_code(tmp: Path) -> Path:
-    """A ``dlexp`` folder with only what the model needs, for MLflow's ``code_paths``."""
-    dest = tmp / "dlexp"
+@functools.lru_cache(maxsize=1)
+def _staging() -> tempfile.TemporaryDirectory:
+    """A ``dlexp`` folder with only what the model needs, for MLflow's ``code_paths``: made once a
+    process, in a temporary directory removed when the process exits."""
+    tmp = tempfile.TemporaryDirectory(prefix="dlexp-model-code-")
+    dest = Path(tmp.name) / "dlexp"
     dest.mkdir()
     for name in MODEL_CODE:
         src = PACKAGE / name
@@ -50,7 +58,7 @@ def _stage_code(tmp: Path) -> Path:
             shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(src, dest / name)
-    return dest
+    return tmp
 
 
 @contextlib.contextmanager
@@ -78,22 +86,41 @@ def mlflow_target(uri: str, experiment_id: str = None):
                 os.environ[k] = v
 
 
-def log_model(tracker, checkpoint_path, example, step: int = 0, tags: dict = None):
+class _Pyfunc:
+    """``mlflow.pyfunc`` as the flavor ``Model.log`` saves with, taking the ``validate_serving_input``
+    that ``Model.log`` reads from its keyword arguments and then hands on (pyfunc's own ``save_model``
+    refuses it)."""
+
+    __name__ = "mlflow.pyfunc"
+
+    @staticmethod
+    def save_model(validate_serving_input=True, **kwargs):
+        import mlflow.pyfunc
+
+        return mlflow.pyfunc.save_model(**kwargs)
+
+
+def log_model(tracker, checkpoint_path, example, step: int = 0, tags: dict = None, kind: str = None):
     """Log the MLflow model of ``checkpoint_path`` to the tracker's run; returns MLflow's ModelInfo
     (``model_uri`` = ``models:/<model id>``, ``model_id``), or None without a run (tracking=none).
 
     ``example``: rows (N, C*H*W) float32, the input example and the data the signature is inferred from.
+    ``kind``: the model's name (``mlp``...): its example is served once a process (None: every time).
     """
     if not tracker.run_id:
         return None
-    import mlflow
     from mlflow.models import Model
 
-    with mlflow_target(tracker.uri, tracker.experiment_id), tempfile.TemporaryDirectory() as tmp:
-        return Model.log(artifact_path=None, name=NAME, flavor=mlflow.pyfunc, run_id=tracker.run_id, step=step,
+    served = (kind, example.shape[1:])
+    with mlflow_target(tracker.uri, tracker.experiment_id):
+        info = Model.log(artifact_path=None, name=NAME, flavor=_Pyfunc, run_id=tracker.run_id, step=step,
                          python_model=str(CODE), artifacts={"checkpoint": str(checkpoint_path)},
-                         code_paths=[str(_stage_code(Path(tmp)))], input_example=example[:EXAMPLE_ROWS],
-                         pip_requirements=requirements(), tags=tags)
+                         code_paths=[str(Path(_staging().name) / "dlexp")], input_example=example[:EXAMPLE_ROWS],
+                         pip_requirements=requirements(), tags=tags,
+                         validate_serving_input=kind is None or served not in _SERVED)
+    if kind is not None:
+        _SERVED.add(served)
+    return info
 
 
 def earlier(tracker, step: int):

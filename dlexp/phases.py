@@ -45,12 +45,14 @@ def pretrain(ctx) -> dict:
 
 
 def log_model(ctx, checkpoint_name: str, step: int) -> None:
-    """The MLflow model of the run's checkpoint, its metrics at ``step`` copied onto it by MLflow
+    """The MLflow model of the run's checkpoint, with the run's metrics at ``step`` as its own
     (``tracking.log_model=false``: none)."""
     if ctx.run_id and ctx.run.tracking.log_model:
-        ctx.tracker.flush()
-        info = (ctx.state is not None and mlmodel.earlier(ctx.tracker, step)) or \
-            mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step)
+        info = ctx.state is not None and mlmodel.earlier(ctx.tracker, step)
+        if not info:
+            info = mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step,
+                                     kind=ctx.run.model.name)
+            ctx.tracker.link_model(info.model_id, step)
         ctx.model_uri = info.model_uri
         log.info("MLflow model %s (runs:/%s/%s)", info.model_uri, ctx.run_id, mlmodel.NAME)
 

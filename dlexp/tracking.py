@@ -197,6 +197,13 @@ class Tracker:
         """The trainer's callback: every metric it reports, at its step."""
         self.log_metrics(metrics, step)
 
+    def link_model(self, model_id: str, step: int) -> None:
+        """The buffered points at ``step`` are also the metrics of the model ``model_id``, just logged at that
+        step (MLflow linked those already written when it logged it): linked in the write that logs them
+        (the next flush; one write a run's end, not three: points, MLflow's history reads, its copy)."""
+        self._buffer = [Metric(m.key, m.value, m.timestamp, m.step, model_id=model_id) if m.step == step else m
+                        for m in self._buffer]
+
     def flush(self) -> None:
         while self._buffer:
             batch, self._buffer = self._buffer[:1000], self._buffer[1000:]

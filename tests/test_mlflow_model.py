@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from mlflow.models import convert_input_example_to_serving_input
+from mlflow.models.utils import _validate_serving_input  # what MLflow runs when it logs a model
 from mlflow.tracking import MlflowClient
 
 from dlexp import mlmodel, model_registry
@@ -103,6 +105,22 @@ def test_logged_model_loads_with_pyfunc_and_predicts_as_dlexp_predict(trained, r
     r = run_predict(store, f"runs:/{run.info.run_id}/model")
     wrong = int((answer["label"] != load_dataset(DatasetConfig(name="digits")).test.y).sum())
     assert r.returncode == 0 and f"({wrong}/250)" in r.stdout, (r.stdout, r.stderr)
+
+
+def test_logged_model_has_the_runs_metrics_at_its_step(trained):
+    """The model page in the UI shows the training's points at the step the model was logged at (its best
+    validation; not the run's summary, logged after), each once; the run's own histories hold each once."""
+    _, store, run = trained
+    client = MlflowClient(store)
+    output = run.outputs.model_outputs[0]
+    model = client.get_logged_model(output.model_id)
+    summary = {"best_iter", "epochs", "final_test_error", "iterations", "train_seconds"}
+    at_step = {k: [m.value for m in client.get_metric_history(run.info.run_id, k) if m.step == output.step]
+               for k in run.data.metrics if k not in summary}
+    assert {"valid_error", "test_error", "train_nll"} <= set(at_step)
+    assert sorted((m.key, m.value) for m in model.metrics) == sorted((k, v[0]) for k, v in at_step.items() if v)
+    assert all(m.step == output.step for m in model.metrics)
+    assert all(len(v) <= 1 for k, v in at_step.items() if k != "best_valid_error"), at_step  # (also the summary's)
 
 
 def test_registered_version_and_alias_resolve_for_dlexp_predict(trained, rows, by_run, tmp_path):
@@ -306,6 +324,18 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
     parent = client.get_run(client.get_run(best.run_id).data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dlexp.best_run_id"] == best.run_id
     assert len(client.search_model_versions("name = 'digits-sweep'")) == 1  # the jobs did not register
+    # every child's model loads and predicts (MLflow's serving check of the input example ran for the first)
+    children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    x = load_dataset(DatasetConfig(name="digits")).test.x[:7]
+    assert len(children) == 2
+    for child in children:
+        model = mlmodel.load(f"runs:/{child.info.run_id}/{mlmodel.NAME}", store)
+        assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 64)
+        assert model.predict(x)["label"].shape == (7,)
+        with mlmodel.mlflow_target(store):  # its input example is served (MLflow checked the first one's only)
+            served = _validate_serving_input(f"runs:/{child.info.run_id}/{mlmodel.NAME}",
+                                             convert_input_example_to_serving_input(x))
+        assert np.asarray(served["label"]).shape == (7,)
 
 
 def test_log_model_false_keeps_the_checkpoint_only(tmp_path):
