@@ -278,13 +278,13 @@ def use_wal(db: Path, mountinfo: str = None) -> None:
     """Put the sqlite database ``db`` in write-ahead-log mode where its filesystem is a known local one (the
     mode is kept in the file: every later connection, MLflow's too, uses it); left as it is elsewhere, or
     when another process holds the database for longer than a moment."""
-    kind = _filesystem(db.parent, mountinfo)
-    if kind is None or kind in NETWORK_FILESYSTEMS:
-        return
     with open(db, "rb") as f:
         header = f.read(20)
     if len(header) == 20 and header[18] == 2:
-        return  # already WAL
+        return  # already WAL (the header's read/write versions: 2), whatever the filesystem
+    kind = _filesystem(db.parent, mountinfo)
+    if kind is None or kind in NETWORK_FILESYSTEMS:
+        return
     try:
         with contextlib.closing(sqlite3.connect(db, timeout=1)) as con:
             con.execute("pragma journal_mode=wal")
