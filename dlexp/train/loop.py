@@ -92,17 +92,17 @@ class Loop:
             pos["it"] += 1
             pos["batch"] = i + 1
             yield xb, yb
-            if (stop is not None and stop.requested) or (every and (pos["it"] + 1) % every == 0):
-                self._checkpoint_and_stop()
+            interrupted = stop is not None and stop.requested
+            if interrupted or (every and (pos["it"] + 1) % every == 0):
+                self._checkpoint_and_stop(interrupted)
 
-    def _checkpoint_and_stop(self) -> None:
+    def _checkpoint_and_stop(self, interrupted: bool) -> None:
         """The checkpoint due (every ``checkpoint_every`` iterations, or at a stop request), then the stop."""
-        o, it = self.options, self.pos["it"] + 1
-        interrupted = o.stop is not None and o.stop.requested
-        if o.on_checkpoint is not None and ((o.checkpoint_every and it % o.checkpoint_every == 0) or interrupted):
-            o.on_checkpoint(self.state())
+        if self.options.on_checkpoint is not None:
+            self.options.on_checkpoint(self.state())
         if interrupted:
-            raise KeyboardInterrupt(f"stopped at iteration {it} (epoch {self.pos['epoch']}), state saved")
+            raise KeyboardInterrupt(f"stopped at iteration {self.pos['it'] + 1} (epoch {self.pos['epoch']}), "
+                                    "state saved")
 
     def state(self) -> dict:
         """The owner's snapshot, the position and every random generator (the epoch's as it was drawn)."""
