@@ -127,6 +127,12 @@ def _constants(n: int, like: Tensor) -> Tuple[Tensor, Tensor]:
     return _CONSTANTS[key]
 
 
+def rows(x: Tensor) -> Tensor:
+    """``x`` as (N, C*H*W) rows: itself when it is already 2-D (the closed-form steps' minibatches are), so a
+    step pays no ``flatten`` dispatch."""
+    return x if x.dim() == 2 else x.flatten(1)
+
+
 def n_inputs(image_shape) -> int:
     """C * H * W: the length of a flattened input."""
     return math.prod(image_shape)

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check
-from .base import Model, Outer, PretrainConfig, Sum, n_inputs
+from .base import Model, Outer, PretrainConfig, Sum, n_inputs, rows
 from .init import glorot_uniform_
 from .registry import register
 
@@ -122,8 +122,7 @@ class DenoisingAutoencoder(Model):
         W, b, b_prime = self.W, self.b, self.b_prime
 
         def grads(x, y=None):
-            if x.dim() != 2:
-                x = x.flatten(1)
+            x = rows(x)
             level = self.corruption_level
             # corrupt(x) in place: the same draw, mask and products, in three kernels instead of four
             xc = torch.rand_like(x).ge_(level).mul_(x) if level else x
@@ -153,5 +152,5 @@ class DenoisingAutoencoder(Model):
         """The first 10 inputs x, their corruption x~ and its reconstruction z, one row of 10 each."""
         inputs = x[:10]
         noisy = self.corrupt(inputs)
-        rows = torch.cat([inputs, noisy, self.decode(self.encode(noisy))]).cpu().numpy()
-        return {"reconstructions": (rows, (3, 10))}
+        tiles = torch.cat([inputs, noisy, self.decode(self.encode(noisy))]).cpu().numpy()
+        return {"reconstructions": (tiles, (3, 10))}

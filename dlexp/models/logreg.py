@@ -12,7 +12,7 @@ W and b start at zero, as in the tutorial. The model returns the logits
 """
 from dataclasses import dataclass
 
-from .base import Model, ModelConfig, Outer, Sum, n_inputs, nll_and_delta
+from .base import Model, ModelConfig, Outer, Sum, n_inputs, nll_and_delta, rows
 from .init import zero_linear
 from .registry import register
 
@@ -53,8 +53,7 @@ class LogisticRegression(Model):
         b_col = b.unsqueeze(1)  # a view: it follows the in-place updates of b
 
         def nll_grads(x, y):
-            if x.dim() != 2:
-                x = x.flatten(1)
+            x = rows(x)
             loss, delta = nll_and_delta(x, W, b_col, y)
             s = 1.0 / len(x)
             return {"loss": loss}, [(W, Outer(delta, x, s)), (b, Sum(delta, s))]

@@ -19,7 +19,7 @@ from typing import List
 import torch
 
 from ..checks import check, one_of
-from .base import Model, ModelConfig, Outer, Sum, n_inputs, nll_and_delta
+from .base import Model, ModelConfig, Outer, Sum, n_inputs, nll_and_delta, rows
 from .init import hidden_stack, zero_linear
 from .registry import register
 
@@ -84,7 +84,7 @@ class MLP(Model):
         b_col = b_out.unsqueeze(1)
 
         def nll_grads(x, y):
-            hs = [x if x.dim() == 2 else x.flatten(1)]
+            hs = [rows(x)]
             for Wt, b in forward:
                 hs.append(act(torch.addmm(b, hs[-1], Wt)))
             loss, delta = nll_and_delta(hs[-1], W_out, b_col, y)
