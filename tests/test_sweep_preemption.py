@@ -20,7 +20,8 @@ from dlexp import checkpoint
 
 CONFIG = ("model=mlp", "model.hidden_sizes=[32]", "optimizer.batch_size=20", "early_stopping=none",
           "trainer.max_epochs=300", "optimizer.lr=0.1")
-FLUSH = {"DLEXP_TRACKING_FLUSH_SECONDS": "0.3"}  # the test sees the training's progress as it goes
+FLUSH = {"DLEXP_TRACKING_FLUSH_SECONDS": "0.05"}  # the test sees the training's progress as it goes (on a quiet
+# machine 300 epochs take ~1.5 s: points written every 0.3 s left the window below in view for one poll at most)
 
 
 def _tasks(sweep_dir: Path) -> list:
@@ -54,7 +55,7 @@ def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(tmp_path):
                 for pid in _tasks(sweep_dir):
                     os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a preemption or the time limit
                     signalled.append(pid)
-        time.sleep(0.3)
+        time.sleep(0.05)
     assert signalled, "the job never trained long enough to be preempted"
     assert proc.wait(300) == 0, (tmp_path / "sweep.log").read_text()[-4000:]
     assert reference.wait(300) == 0, (tmp_path / "reference.log").read_text()[-3000:]
