@@ -85,7 +85,9 @@ def _job(cfg) -> float:
 
     from .config import validate
     from .errors import exit_code, message
+    from .longlived import freeze_long_lived
 
+    freeze_long_lived()
     hc = HydraConfig.get()
     try:
         schemas = [f"{g}={c}" for g, c in hc.runtime.choices.items() if str(c).startswith("_schema")]
@@ -118,10 +120,12 @@ def main() -> None:
         import hydra._internal.utils as hydra_utils
 
         from .config import register_configs
+        from .longlived import freeze_long_lived
         from .rundir import register_resolvers
 
         register_configs()
         register_resolvers()
+        freeze_long_lived()  # Hydra, torch and dlexp's config, imported
         hydra_utils.run_and_report = _one_line
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(_job)()
         _fail_if_all_jobs_failed()

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from ..longlived import freeze_long_lived
 from ..provenance import git_commit
 from . import failures, jobs, precheck
 from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
@@ -156,6 +157,7 @@ class MlflowSweep(Callback):
         _write_config(config, self.sweep_dir / "sweep_config.yaml")
         self.tracker.log_artifact(self.sweep_dir / "sweep_config.yaml")
         log.info("MLflow sweep: parent run %s in %s (sweep id %s)", run_id, self.tracker.uri, sweep_id)
+        freeze_long_lived()  # the store and MLflow, before the pictures' imports and the first job
         if self.plots:
             self._warm = threading.Thread(target=_warm_up, args=(self.tracker.client, run_id), daemon=True,
                                           name="dlexp-sweep-pictures")
