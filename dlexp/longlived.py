@@ -14,7 +14,7 @@ model code, PIL's plugins -- and the pictures' imports). Later jobs import nothi
 (MLflow loads the model's code as a new module each time; that is not frozen), so from then on the
 garbage of every job is collected as usual. What is frozen is never collected: at most the cyclic
 garbage alive at those moments (~2,000 small objects in a sweep of digits runs). Measured
-(bench/SWEEPS.md): a sweep's overhead a job 0.33 -> 0.11 s, one run's wall 6.5 -> 5.7 s.
+(bench/SWEEPS.md): a sweep's overhead a job 0.31 -> 0.17 s, one run's wall 6.2 -> 5.7 s.
 """
 import gc
 
