@@ -1,4 +1,4 @@
-"""Console entry points of ``dlexp-predict`` and ``dlexp-sweep``: a Ctrl-C while torch and MLflow are
+"""Console entry points of ``dlexp-predict``, ``dlexp-sweep`` and ``dlexp-data``: a Ctrl-C while torch and MLflow are
 still importing (the first second or two) ends in one line, as it does later, not in a traceback.
 (``dlexp`` itself imports them inside :func:`dlexp.cli.main`.)"""
 import importlib
@@ -19,3 +19,7 @@ def predict() -> None:
 
 def sweep() -> None:
     sys.exit(_command("dlexp.sweep.cli", "dlexp-sweep")())
+
+
+def data() -> None:
+    sys.exit(_command("dlexp.data.fetch", "dlexp-data")())
