@@ -109,3 +109,21 @@ def test_quick_on_fashion_mnist(tmp_path):
     run = stored(store)["fidelity-quick/logreg/seed1"]
     assert run.data.params["dataset.name"] == "fashion_mnist" and run.data.params["dataset.max_train"] == "2000"
     assert f"{100 * run.data.metrics['final_test_error']:.2f} %" in summary_row(out.read_text(), "logreg")
+
+
+MNIST_PKL = Path("~/.cache/dlexp/mnist/mnist.pkl.gz").expanduser()  # where `dlexp-data mnist` puts it
+
+
+@pytest.mark.skipif(not MNIST_PKL.is_file(), reason=f"no {MNIST_PKL}: run `dlexp-data mnist`")
+def test_quick_on_the_tutorials_mnist(tmp_path):
+    """The tutorials' own mnist.pkl.gz (found through DLEXP_DATA): a quick logreg whose errors the report shows."""
+    store, out = f"sqlite:///{tmp_path}/f.db", tmp_path / "FIDELITY.md"
+    env = dict(os.environ, DLEXP_DATA=str(MNIST_PKL.parent))
+    result = subprocess.run([sys.executable, "-m", "bench.fidelity", "--quick", "--dataset", "mnist", "--models",
+                             "logreg", "--store", store, "--out", str(out), "--threads", "1"], cwd=REPO,
+                            env=dict(env, PYTHONPATH=str(REPO)), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    run = stored(store)["fidelity-quick/logreg/seed1"]
+    assert run.data.params["dataset.name"] == "mnist" and run.data.tags["dlexp.data_source"].endswith("mnist.pkl.gz")
+    assert run.data.metrics["best_valid_error"] < 0.4  # 6 steps on 2,000 rows: 29 %, far below chance (90 %)
+    assert f"{100 * run.data.metrics['final_test_error']:.2f} %" in summary_row(out.read_text(), "logreg")
