@@ -9,17 +9,23 @@ after pooling. Filters are drawn from U[-a, a] with
 a = sqrt(6 / (fan_in + fan_out)), fan_in = C k^2, fan_out = K k^2 / p^2.
 A tanh hidden layer (Glorot init) and a zero-initialised logistic layer follow.
 Feature-map sizes are derived from the input: s -> (s - k + 1) // p per layer.
+
+``model.init_seed`` draws every weight as convolutional_mlp.py does (it seeds 23455): numpy's
+``RandomState``, the filter banks first (fan_out = K k^2 // p^2, integer division as there), then the hidden
+layer; Theano's ``conv2d`` flips its filters (a true convolution) where torch's correlates, so the drawn
+banks are stored flipped: the same network, the original's starting point.
 """
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..checks import ConfigError, check
 from .base import Model, ModelConfig
-from .init import glorot_uniform_, hidden_stack, zero_linear
+from .init import glorot_uniform_, hidden_stack, tutorial_stack_, tutorial_uniform, zero_linear
 from .registry import register
 
 
@@ -32,6 +38,8 @@ class LeNetConfig(ModelConfig):
     filter_size: int = 5
     pool_size: int = 2
     hidden_size: int = 500
+    # numpy RandomState seed: weights drawn as convolutional_mlp.py draws them (it uses 23455); null: torch's
+    init_seed: Optional[int] = None
 
     def __post_init__(self) -> None:
         check(len(self.nkerns) > 0, "model.nkerns", self.nkerns, "at least one conv layer")
@@ -68,6 +76,13 @@ class LeNetConvPool(nn.Module):
         fan_out = n_out * filter_size ** 2 / pool_size ** 2
         glorot_uniform_(self.conv.weight, fan_in, fan_out)
 
+    def tutorial_init_(self, rng: np.random.RandomState) -> None:
+        """The bank as convolutional_mlp.py draws it (numpy, integer fan_out), flipped for torch's correlation."""
+        k_out, k_in, k, _ = self.conv.weight.shape
+        w = tutorial_uniform(rng, (k_out, k_in, k, k), k_in * k * k, k_out * k * k // self.pool_size ** 2)
+        with torch.no_grad():
+            self.conv.weight.copy_(w.flip(-2, -1))
+
     def forward(self, x):
         h = self.conv(x)
         if self.pool_size > 1:
@@ -79,7 +94,8 @@ class LeNetConvPool(nn.Module):
 class LeNet(Model):
     Config = LeNetConfig
 
-    def __init__(self, image_shape, n_out: int, nkerns=(20, 50), filter_size=5, pool_size=2, hidden_size=500):
+    def __init__(self, image_shape, n_out: int, nkerns=(20, 50), filter_size=5, pool_size=2, hidden_size=500,
+                 init_seed=None):
         super().__init__()
         self.image_shape = tuple(image_shape)
         h, w = feature_sizes(image_shape, nkerns, filter_size, pool_size)[-1]
@@ -87,10 +103,16 @@ class LeNet(Model):
         self.convs = nn.ModuleList(LeNetConvPool(a, b, filter_size, pool_size) for a, b in zip(chans[:-1], chans[1:]))
         self.hidden = hidden_stack([nkerns[-1] * h * w, hidden_size], gain=1.0)[0]
         self.out = zero_linear(hidden_size, n_out)
+        if init_seed is not None:
+            rng = np.random.RandomState(init_seed)
+            for layer in self.convs:
+                layer.tutorial_init_(rng)
+            tutorial_stack_([self.hidden], rng, 1.0)
 
     @classmethod
     def build(cls, cfg, image_shape, n_classes):
-        return cls(image_shape, n_classes, tuple(cfg.nkerns), cfg.filter_size, cfg.pool_size, cfg.hidden_size)
+        return cls(image_shape, n_classes, tuple(cfg.nkerns), cfg.filter_size, cfg.pool_size, cfg.hidden_size,
+                   cfg.init_seed)
 
     @classmethod
     def check(cls, cfg, image_shape):

@@ -14,13 +14,14 @@ delta_l = (delta_{l+1} W_{l+1}) * s'(h_l), s' = 1 - h^2 (tanh), h (1 - h) (sigmo
 [h > 0] (relu), every layer's dL/dW_l = delta_l^T h_{l-1} / n and dL/db_l = mean_n delta_l.
 """
 from dataclasses import dataclass, field
-from typing import List
+from typing import List, Optional
 
+import numpy as np
 import torch
 
 from ..checks import check, one_of
 from .base import Model, ModelConfig, Outer, Sum, n_inputs, nll_and_delta, rows
-from .init import hidden_stack, zero_linear
+from .init import hidden_stack, tutorial_stack_, zero_linear
 from .registry import register
 
 ACTIVATIONS = {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": torch.relu}
@@ -38,6 +39,9 @@ class MLPConfig(ModelConfig):
     name: str = "mlp"
     hidden_sizes: List[int] = field(default_factory=lambda: [500])
     activation: str = "tanh"
+    # numpy RandomState seed: the hidden weights drawn as mlp.py draws them (it uses 1234), the original's
+    # starting point; null: torch's generator under trainer.seed
+    init_seed: Optional[int] = None
 
     def __post_init__(self) -> None:
         check(len(self.hidden_sizes) > 0, "model.hidden_sizes", self.hidden_sizes, "at least one layer")
@@ -50,16 +54,20 @@ class MLPConfig(ModelConfig):
 class MLP(Model):
     Config = MLPConfig
 
-    def __init__(self, n_in: int, n_out: int, hidden_sizes=(500,), activation: str = "tanh"):
+    def __init__(self, n_in: int, n_out: int, hidden_sizes=(500,), activation: str = "tanh", init_seed=None):
         super().__init__()
         self.activation = ACTIVATIONS[activation]
         sizes = [n_in, *hidden_sizes]
-        self.hidden = hidden_stack(sizes, gain=4.0 if activation == "sigmoid" else 1.0)
+        gain = 4.0 if activation == "sigmoid" else 1.0
+        self.hidden = hidden_stack(sizes, gain)
+        if init_seed is not None:
+            tutorial_stack_(self.hidden, np.random.RandomState(init_seed), gain)
         self.out = zero_linear(sizes[-1], n_out)
 
     @classmethod
     def build(cls, cfg, image_shape, n_classes):
-        return cls(n_inputs(image_shape), n_classes, tuple(cfg.hidden_sizes), cfg.activation)
+        return cls(n_inputs(image_shape), n_classes, tuple(cfg.hidden_sizes), cfg.activation,
+                   getattr(cfg, "init_seed", None))
 
     def forward(self, x):
         h = x.flatten(1)
