@@ -285,3 +285,68 @@ def test_outer_and_sum_terms_update_like_the_formed_gradient():
             sgd_update(p2, [want_w.clone(), want_b.clone()], 0.1, 1, 1e-2, 1e-2, momentum, bufs2)
             for u, v in zip(p1 + bufs1, p2 + bufs2):
                 torch.testing.assert_close(u, v)
+
+
+def _registered():
+    import dlexp.models  # noqa: F401  (imports every model module: the registry fills)
+    from dlexp.models.registry import REGISTRY
+
+    return sorted(REGISTRY.items())
+
+
+@pytest.mark.parametrize("name,cls", _registered())
+def test_every_registered_model_closed_form_equals_autograd(name, cls):
+    """Every model the registry knows, built from its defaults on 8x8 inputs: each objective it offers in
+    closed form (the whole model's NLL, each pretraining layer's loss) trains as autograd does."""
+    from dlexp.models import build_model
+
+    cfg = cls.Config()
+    for key, small in (("hidden_sizes", [6]), ("hidden_layers_sizes", [6, 5]), ("corruption_levels", [0.1, 0.3]), ("n_hidden", 6),
+                       ("nkerns", [2]), ("filter_size", 3), ("hidden_size", 4), ("n_chains", 4)):
+        if hasattr(cfg, key):
+            setattr(cfg, key, small)
+    torch.manual_seed(0)
+    a = build_model(cfg, (1, 8, 8), 10)
+    b = copy.deepcopy(a)
+    x, y = _data(60, 64, binary=True)
+    offered = 0
+    if a.closed_form_for("nll") is not None:
+        _compare(a, b, "nll", x, y, batch=10, steps=6)
+        offered += 1
+    h = x
+    for la, lb in zip(a.pretrain_layers(), b.pretrain_layers()):
+        if la.closed_form_for("pretrain") is not None:
+            _compare(la, lb, "pretrain", h, None, batch=10, steps=6)
+            offered += 1
+        h = encode(la, h)  # the next layer's input, as pretraining gives it
+    assert offered or name == "lenet", f"{name} offers no closed form"
+
+
+class DropoutMLP(MLP):
+    """An MLP whose forward drops half its hidden units: MLP's hand-written gradient is not its gradient."""
+
+    def forward(self, x):
+        h = x.flatten(1)
+        for layer in self.hidden:
+            h = F.dropout(self.activation(layer(h)), 0.5, self.training)
+        return self.out(h)
+
+
+def test_a_subclass_with_its_own_forward_trains_with_its_forward():
+    torch.manual_seed(0)
+    model = DropoutMLP(8, 10, (16,), "tanh")
+    assert model.closed_form_for("nll") is None and MLP(8, 3, (4,)).closed_form_for("nll") is not None
+    calls = []
+    model.register_forward_hook(lambda *a: calls.append(1))
+    step = _step(model, "nll", True)
+    assert step.closed is None  # autograd: the closed form of MLP's objective is not DropoutMLP's
+    x, y = _data(40, 8)
+    torch.manual_seed(1)
+    for i in range(0, 40, 10):
+        step(x[i:i + 10], y[i:i + 10])
+    assert len(calls) == 4  # its forward ran every step, dropout included
+    twin = copy.deepcopy(model)
+    twin.eval()  # without dropout the same weights give other outputs than with it
+    model.train()
+    torch.manual_seed(2)
+    assert not torch.allclose(model(x), twin(x))

@@ -14,7 +14,8 @@ A model may also offer the gradient of one of these objectives in closed form
 (:meth:`Model.closed_form`): the trainer's step then skips autograd and adds
 the gradient straight into the parameters (dlexp.train.fused); it must give
 the same losses and parameters as autograd on the same minibatches (and the
-same random draws), to float rounding.
+same random draws), to float rounding. It serves only the class that defines it
+and subclasses that keep that class's objective (:meth:`Model.closed_form_for`).
 """
 import math
 from dataclasses import dataclass, field
@@ -91,6 +92,7 @@ class Sum(NamedTuple):
 # A parameter's gradient in closed form: a tensor shaped like it, an Outer, a Sum, or a list of them (their sum).
 Grad = Union[Tensor, Outer, Sum, Sequence[Union[Tensor, Outer, Sum]]]
 # fn(x, y) -> (monitors, [(parameter, gradient)]): see Model.closed_form.
+OBJECTIVE_METHODS = {"nll": "forward", "pretrain": "pretrain_loss"}  # the method each objective is computed by
 ClosedForm = Callable[[Tensor, Optional[Tensor]], Tuple[Dict[str, Tensor], List[Tuple[nn.Parameter, Grad]]]]
 
 
@@ -184,6 +186,20 @@ class Model(nn.Module):
         the autograd objective does, so both give the same training. The docstring states the equations.
         """
         return None
+
+    def closed_form_for(self, objective: str) -> Optional[ClosedForm]:
+        """:meth:`closed_form`, if the objective it differentiates is still the one this model computes.
+
+        A closed form is written for the objective of the class that defines it (``MLP.closed_form`` is the
+        gradient of ``MLP.forward``'s NLL); a subclass that overrides that objective's method below it
+        (``forward`` for "nll", ``pretrain_loss`` for "pretrain": a ``DropoutMLP(MLP)`` with its own
+        ``forward``) does not inherit it, and trains by autograd, unless it defines ``closed_form`` itself.
+        """
+        owner = next(c for c in type(self).__mro__ if "closed_form" in vars(c))
+        method = OBJECTIVE_METHODS.get(objective)
+        if method is None or getattr(type(self), method, None) is not getattr(owner, method, None):
+            return None
+        return self.closed_form(objective)
 
     def objective(self) -> Tuple[str, str]:
         """How a sweep ranks this model's runs: (metric, "min" or "max")."""

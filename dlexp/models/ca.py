@@ -73,6 +73,10 @@ class ContractiveAutoencoder(DenoisingAutoencoder):
         loss = rec + self.contraction_level * contraction
         return loss, {"cost": loss.detach(), "reconstruction": rec.detach(), "contraction": contraction.detach()}
 
+    def closed_form(self, objective):
+        """Its own: the cA's cost is not the dA's (a closed form serves the class that defines it)."""
+        return self.pretrain_grads() if objective == "pretrain" else None
+
     def pretrain_grads(self):
         """fn(x, y=None): ``pretrain_loss(x)``'s monitors and the cost's gradient (the equations above)."""
         W, b, b_prime = self.W, self.b, self.b_prime

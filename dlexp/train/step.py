@@ -66,7 +66,7 @@ class SGDStep:
     ``autocast`` (a dtype for the forward), ``cuda_graph`` (CUDA only).
     ``objective``: what ``loss_fn`` computes in the model's terms, ``"nll"``
     (the mean NLL of ``module(x)``) or ``"pretrain"`` (``module.pretrain_loss(x)``);
-    if ``module.closed_form(objective)`` offers its gradient, and neither
+    if ``module.closed_form_for(objective)`` offers its gradient, and neither
     autocast nor compile is asked, the step uses that instead of autograd
     (``closed_form=False`` turns it off).
     """
@@ -81,7 +81,7 @@ class SGDStep:
         self._set_params(params)
         self.closed = None  # the model's closed-form gradient, when it has one and the options allow it
         if objective is not None and closed_form and autocast is None and not compile:
-            offer = getattr(module, "closed_form", None)
+            offer = getattr(module, "closed_form_for", None)  # a Model's, for the objective it still computes
             self.closed = offer(objective) if offer is not None else None
         self._slots = None
         self.lr = float(lr)
