@@ -87,7 +87,7 @@ def first(metrics: dict, *names):
 def peer_cells(result: dict) -> tuple:
     if "error" in result:
         return ("failed: " + " ".join(result["error"]),) * 2
-    final, epochs = result.get("final", {}), result["phases"][-1]
+    final, epochs = result.get("final") or {}, result["phases"][-1]
     if "best_valid_error_pct" in final:
         return (f"{final['best_valid_error_pct']:.4f} % / {final['test_error_pct']:.4f} %",
                 f"{len(epochs)} epochs, {result['seconds']:.0f} s")
