@@ -227,7 +227,7 @@ def test_labels_written_readable_and_no_temp_dir_left(trained, store, tmp_path):
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "labels.npy").write_bytes(b"an older file, replaced")
     for source in (trained[0], store[1]):  # a file, and a run's artifact (downloaded, then removed)
-        r = run_predict(source, "--inputs", tmp_path / "x.npy", "--output", tmp_path / "labels.npy",
+        r = run_predict(source, "--inputs", tmp_path / "x.npy", "--output", tmp_path / "labels.npy", "--force",
                         "--tracking-uri", store[0], env={"TMPDIR": str(tmp)})
         assert r.returncode == 0 and r.stderr == "", r.stderr
         labels = np.load(tmp_path / "labels.npy")
