@@ -165,10 +165,10 @@ def _check_output(args) -> None:
     checkpoint, the inputs or an existing file without --force). Checked before any work."""
     if args.output is None:
         return
-    if Path(args.output).suffix != ".npy" and not Path(args.output).is_dir():
-        raise PredictError(f"--output {args.output}: must be a .npy file name (e.g. labels.npy)")
     check_output(args.output, args.force, args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
                  reads=((args.source, "the checkpoint"), (args.inputs, "the --inputs file")))
+    if Path(args.output).suffix != ".npy":
+        raise PredictError(f"--output {args.output}: must be a .npy file name (e.g. labels.npy)")
 
 
 def _load_inputs(path, image_shape) -> np.ndarray:
