@@ -13,10 +13,10 @@ import os
 import stat
 from pathlib import Path
 
-from .checkpoint import atomic_write
+from .checkpoint import atomic_write, file_kind
+from .store import SQLITE_HEADER, default_store, sqlite_path
 
 STORE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")
-SQLITE_HEADER = b"SQLite format 3\x00"
 
 
 class OutputError(ValueError):
@@ -25,8 +25,6 @@ class OutputError(ValueError):
 
 def _store_paths(tracking_uri):
     """(the store files, the artifact roots) of the tracking URI and of the default store, resolved."""
-    from .store import default_store, sqlite_path
-
     dbs = [default_store()]
     try:
         path = sqlite_path(tracking_uri) if tracking_uri else None
@@ -41,19 +39,13 @@ def _store_paths(tracking_uri):
     return files, roots
 
 
-def _kind(mode) -> str:
-    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode) else
-            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-            else "not a regular file")
-
-
 def _check_existing(out: Path, shown: str, force: bool) -> None:
     """An existing ``out``: a regular file (not a link), not a database, and replaced only with --force."""
     st = os.lstat(out)
     if stat.S_ISLNK(st.st_mode):
         raise OutputError(f"--output {shown}: is a symlink; refusing to write through it, give a plain file name")
     if not stat.S_ISREG(st.st_mode):
-        raise OutputError(f"--output {shown}: is {_kind(st.st_mode)}, not a regular file; give a file name")
+        raise OutputError(f"--output {shown}: is {file_kind(out)}, not a regular file; give a file name")
     try:
         with open(out, "rb") as f:
             head = f.read(len(SQLITE_HEADER))
@@ -71,7 +63,8 @@ def check_output(path, force: bool = False, tracking_uri=None, reads=()) -> Path
     """``path`` as a safe place for a command's output, or one OutputError line (see the module doc).
 
     ``reads``: (path, what) pairs of files the command reads, which it must not overwrite either."""
-    out, shown = Path(path), str(path)
+    out = Path(path)
+    shown = str(out)
     real = Path(os.path.realpath(out))
     for other, what in reads:
         if other and real == Path(os.path.realpath(other)):
