@@ -268,7 +268,8 @@ def validate(cfg: DictConfig) -> RunConfig:
         **{g: build(schema, cfg[g], g) for g, schema in GROUPS.items()},
     )
     if not run.tracking.enabled:  # both look runs up in the store: with no store they would do nothing
-        for key, value in (("skip_finished", run.trainer.skip_finished), ("resume", not str(run.trainer.resume or ".pkl").endswith(".pkl"))):
+        by_store = not str(run.trainer.resume or ".pkl").endswith(".pkl")  # auto or a run id
+        for key, value in (("skip_finished", run.trainer.skip_finished), ("resume", by_store)):
             check(not value, f"trainer.{key}", getattr(run.trainer, key), "needs a store to look runs up in: "
                   "not with tracking=none (trainer.resume=<path to train_state.pkl> works without one)")
     if run.optimizer.name == "cg" and run.optimizer.momentum:
