@@ -75,17 +75,23 @@ def file_kind(path) -> str:
             else "not a regular file")
 
 
-def open_regular(path) -> IO[bytes]:
-    """``open(path, "rb")`` for a regular file only; anything else (a FIFO, a device) raises OSError
-    without waiting on it (opened non-blocking, then checked)."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+def _regular_opener(path, flags: int) -> int:
+    """An ``opener`` for :func:`open`: opens non-blocking (a FIFO does not wait for a writer), then refuses
+    anything but a regular file with an OSError."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
     mode = os.fstat(fd).st_mode
     if not stat.S_ISREG(mode):
         os.close(fd)
         raise IsADirectoryError(errno.EISDIR, "is a directory, not a regular file") if stat.S_ISDIR(mode) else \
             OSError(errno.EINVAL, f"is {file_kind(path) or 'not a regular file'}, not a regular file")
     os.set_blocking(fd, True)
-    return os.fdopen(fd, "rb")
+    return fd
+
+
+def open_regular(path) -> IO[bytes]:
+    """``open(path, "rb")`` for a regular file only; anything else (a FIFO, a device) raises OSError
+    without waiting on it."""
+    return open(path, "rb", opener=_regular_opener)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
