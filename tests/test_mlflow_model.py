@@ -133,8 +133,8 @@ def test_registered_version_and_alias_resolve_for_dlexp_predict(trained, rows, b
     # what a sweep does with its best child: a new version of a name, with the alias best
     version = model_registry.register(client, run.info.run_id, f"{NAME}-best", alias="best")
     assert version == "1" and str(client.get_model_version_by_alias(f"{NAME}-best", "best").version) == "1"
-    for source in (f"models:/{NAME}/1", f"models:/{NAME}-best@best"):
-        np.testing.assert_array_equal(predicted_labels(store, source, rows[1], tmp_path / "m.npy"), by_run)
+    for i, source in enumerate((f"models:/{NAME}/1", f"models:/{NAME}-best@best")):  # new files: no --force
+        np.testing.assert_array_equal(predicted_labels(store, source, rows[1], tmp_path / f"m{i}.npy"), by_run)
 
 
 @pytest.mark.parametrize("source, needles", [
