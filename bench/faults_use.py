@@ -6,12 +6,17 @@
 * Hydra-level mistakes (unknown option, wrong type, misspelt key, ``+`` keys, schemas, inf);
 * tracking URIs that cannot be used (a text file, an unknown scheme, an HTTP server that is not MLflow);
 * ``dlexp-predict`` given a checkpoint of the wrong shapes, inputs of the wrong width, ``--output`` onto
-  its own checkpoint.
+  its own checkpoint;
+* (issue 22) ``dlexp-sweep table/compare --output`` onto the store, its files, its artifacts or an existing
+  file; a child run's table; FIFOs and a dangling symlink as checkpoint, inputs or store; MLflow's limits,
+  reserved tags and registry URIs that are not there; read-only commands on a 0-byte or foreign store; the
+  temp file of a killed store creation.
 
 Each is a real ``dlexp`` process; each records one row in the fault report.
 """
 import functools
 import http.server
+import os
 import resource
 import sqlite3
 import subprocess
@@ -170,5 +175,127 @@ def predict(f):
 
 
 def run_all(f):
-    for fault in (started_together, store_creation_file_limit, sweeps, mistakes, tracking_uris, predict):
+    for fault in (started_together, store_creation_file_limit, sweeps, mistakes, tracking_uris, predict, *ISSUE_22):
         fault(f)
+
+
+# ------------------------------------------------- issue 22: nothing lost, third round
+def _sweep_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dlexp.sweep", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _sweep_store(f):
+    """(the store of the ``sweeps`` case, its directory, its sweep's parent run, one of its children)."""
+    cwd, db = f.tmp / "sweeps", f.tmp / "sweeps" / "mlflow.db"
+    runs = _store_runs(db)
+    parent = next(r for r in runs if "dlexp.sweep_id" in r.data.tags)
+    child = next(r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id)
+    return db, cwd, parent.info.run_id, child.info.run_id
+
+
+def output_guard(f):
+    """``dlexp-sweep table/compare --output`` onto the store, its -wal / .lock files, its artifact root or an
+    existing file: one line, exit 2, every run still there, the file unchanged."""
+    db, cwd, parent, child = _sweep_store(f)
+    notes = cwd / "notes.txt"
+    notes.write_text("the user's notes\n")
+    n = len(_store_runs(db))
+    for cmd, target in (("table", db), ("table", f"{db}-wal"), ("compare", f"{db}.lock"),
+                        ("table", cwd / "mlartifacts" / "t.txt"), ("compare", notes)):
+        refs = [parent, parent] if cmd == "compare" else [parent]
+        r = _sweep_cli(cmd, *refs, "--output", target, "--tracking-uri", f"sqlite:///{db}")
+        wrong, line = _one_line(r, 2, ["--output", "refusing"], prog="dlexp-sweep")
+        lost = len(_store_runs(db)) != n or notes.read_text() != "the user's notes\n"
+        wrong = wrong or ("runs or the file lost" if lost else "")
+        f.record("--output guard", f"{cmd} --output {Path(target).name}", not wrong,
+                 f"{line.replace(str(f.tmp), '<tmp>')}{f' [{wrong}]' if wrong else ''}")
+    r = _sweep_cli("table", child, "--tracking-uri", f"sqlite:///{db}")
+    wrong, line = _one_line(r, 2, ["child run", parent], prog="dlexp-sweep")
+    f.record("sweep table", "a child run", not wrong, f"{line}{f' [{wrong}]' if wrong else ''}")
+
+
+def special_files(f):
+    """A FIFO as a checkpoint, as ``--inputs`` or as the store, and a dangling symlink as the store: one line
+    each, never opened (a FIFO would be waited on forever)."""
+    cwd = f.tmp / "special"
+    cwd.mkdir()
+    fifo, link = cwd / "pipe", cwd / "link.db"
+    os.mkfifo(fifo)
+    link.symlink_to(cwd / "nowhere" / "x.db")
+    good = next((f.tmp / "predict").glob("outputs/runs/*/*/best_params.pkl"))
+    cases = [("dlexp-predict", [sys.executable, "-m", "dlexp.predict", fifo], "checkpoint FIFO"),
+             ("dlexp-predict", [sys.executable, "-m", "dlexp.predict", good, "--inputs", fifo], "--inputs FIFO"),
+             ("dlexp", [sys.executable, "-m", "dlexp.cli", *RUN, f"tracking.uri=sqlite:///{fifo}"], "store FIFO"),
+             ("dlexp", [sys.executable, "-m", "dlexp.cli", *RUN, f"tracking.uri=sqlite:///{link}"], "dangling store")]
+    for prog, argv, what in cases:
+        try:
+            r = subprocess.run(list(map(str, argv)), cwd=cwd, capture_output=True, text=True, timeout=120)
+        except subprocess.TimeoutExpired:
+            f.record("special file", what, False, "still waiting after 120 s")
+            continue
+        wrong, line = _one_line(r, 2, ["not a regular file" if "FIFO" in what else "symlink to nothing"], prog)
+        wrong = wrong or ("something created" if sorted(p.name for p in cwd.iterdir()) != ["link.db", "pipe"] else "")
+        f.record("special file", what, not wrong, f"{line.replace(str(cwd), '<tmp>')}{f' [{wrong}]' if wrong else ''}")
+
+
+STORE_MISTAKES = [  # overrides, what the one line must hold (issue 22: they exited 1 as "<ExceptionType>: ...")
+    (["model=sda", "model.pretrained_from=models:/no-such-model/99"], ["no registered model 'no-such-model'"]),
+    (["model=sda", "model.pretrained_from=runs:/0123456789abcdef0123456789abcdef/model"], ["no run 0123456789"]),
+    (["tracking.experiment=" + "x" * 10000], ["tracking.experiment", "at most 500"]),
+    (["++tracking.tags={" + "k" * 300 + ": v}"], ["tracking.tags", "at most 236"]),
+    (["++tracking.tags={mlflow.runName: x}"], ["mlflow.runName"]),
+    (["tracking.register_as=\"it's\""], ["tracking.register_as"]),
+    (["tracking=none", "trainer.skip_finished=true"], ["trainer.skip_finished", "tracking=none"]),
+]
+
+
+def store_mistakes(f):
+    """MLflow's limits, reserved tags, registry URIs that are not there, tracking=none with skip_finished:
+    one line, exit 2, no run in the store, no run directory."""
+    db = f.tmp / "sweeps" / "mlflow.db"
+    cwd = f.tmp / "mistakes22"
+    cwd.mkdir()
+    n = len(_store_runs(db))
+    for overrides, needles in STORE_MISTAKES:
+        r = _cli(cwd, *RUN, f"tracking.uri=sqlite:///{db}", *overrides)
+        wrong, line = _one_line(r, 2, needles)
+        made = len(_store_runs(db)) - n or list(cwd.iterdir())
+        wrong = wrong or (f"created {made}" if made else "")
+        f.record("mistake", " ".join(overrides)[:60], not wrong, f"{line[:300]}{f' [{wrong}]' if wrong else ''}")
+
+
+def read_only_stores(f):
+    """``dlexp-sweep list`` and ``dlexp-predict <run id>`` on a 0-byte store and on another program's sqlite
+    file: one line, exit 2, the file byte for byte as it was (never built or migrated by a reader)."""
+    cwd = f.tmp / "readonly"
+    cwd.mkdir()
+    (cwd / "empty.db").write_bytes(b"")
+    with sqlite3.connect(cwd / "other.db") as con:
+        con.execute("create table notes (text)")
+    for name in ("empty.db", "other.db"):
+        before = (cwd / name).read_bytes()
+        for argv in (["-m", "dlexp.sweep", "list"], ["-m", "dlexp.predict", "0123456789abcdef0123456789abcdef"]):
+            r = subprocess.run([sys.executable, *argv, "--tracking-uri", f"sqlite:///{cwd / name}"], cwd=cwd,
+                               capture_output=True, text=True, timeout=300)
+            wrong, line = _one_line(r, 2, ["only reads a store"], "dlexp-sweep" if "list" in argv else "dlexp-predict")
+            wrong = wrong or ("the file changed" if (cwd / name).read_bytes() != before else "")
+            f.record("read-only store", f"{argv[1]} {name}", not wrong,
+                     f"{line.replace(str(cwd), '<tmp>')}{f' [{wrong}]' if wrong else ''}")
+
+
+def killed_store_creation(f):
+    """The temp file of a store creation that was SIGKILLed is removed by the next creation."""
+    cwd = f.tmp / "killed-creation"
+    (cwd / "outputs").mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tmp = cwd / "outputs" / f".mlflow.db.{dead.pid}-0123abcd.tmp"
+    tmp.write_bytes(b"SQLite format 3\x00 half-built")
+    r = _cli(cwd, *RUN)
+    ok = r.returncode == 0 and not tmp.exists()
+    f.record("store creation killed", "temp file left", ok, f"next run exit {r.returncode}, temp file left: "
+             f"{tmp.exists()}")
+
+
+ISSUE_22 = (output_guard, special_files, store_mistakes, read_only_stores, killed_store_creation)

@@ -151,7 +151,7 @@ def _download(run_id: str, uri: str, artifact: str, dest) -> Path:
     from .tracking import RetryingClient
 
     try:
-        client = RetryingClient(uri)
+        client = RetryingClient(uri, create=False)  # a reader: never builds or migrates the store
         client.get_run(run_id)
     except Exception as e:
         if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():

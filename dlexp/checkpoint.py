@@ -11,9 +11,11 @@ from __future__ import annotations
 import _compat_pickle
 import collections
 import contextlib
+import errno
 import gzip
 import os
 import pickle
+import stat
 import tempfile
 import zlib
 from pathlib import Path
@@ -57,6 +59,39 @@ def atomic_write(path, mode: str = "wb") -> Iterator[IO]:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def file_kind(path) -> str:
+    """What ``path`` is when it is not a regular file ("a FIFO", "a directory", ...), else "" (a regular
+    file, or nothing there). Never opens it: opening a FIFO waits for a writer forever."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ""
+    if stat.S_ISREG(mode):
+        return ""
+    return ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode) else
+            "a socket" if stat.S_ISSOCK(mode) else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+            else "not a regular file")
+
+
+def _regular_opener(path, flags: int) -> int:
+    """An ``opener`` for :func:`open`: opens non-blocking (a FIFO does not wait for a writer), then refuses
+    anything but a regular file with an OSError."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise IsADirectoryError(errno.EISDIR, "is a directory, not a regular file") if stat.S_ISDIR(mode) else \
+            OSError(errno.EINVAL, f"is {file_kind(path) or 'not a regular file'}, not a regular file")
+    os.set_blocking(fd, True)
+    return fd
+
+
+def open_regular(path) -> IO[bytes]:
+    """``open(path, "rb")`` for a regular file only; anything else (a FIFO, a device) raises OSError
+    without waiting on it."""
+    return open(path, "rb", opener=_regular_opener)
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -142,7 +177,7 @@ def load(path) -> Any:
     """Read a file written by :func:`save` (gzipped or not) with :func:`safe_load`."""
     path = Path(path)
     try:
-        f = open(path, "rb")
+        f = open_regular(path)
     except FileNotFoundError:
         raise CheckpointError(f"{path}: no such file") from None
     except OSError as e:

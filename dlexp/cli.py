@@ -105,6 +105,10 @@ def _job(cfg) -> float:
             raise  # the sweep's callback records the job as FAILED; the sweep goes on
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
+        if exit_code(e) == 2:  # refused before its run started: no empty run directory is left
+            from .rundir import remove_unused
+
+            remove_unused(hc.runtime.output_dir)
         fail(message(e), exit_code(e))
     # the sweep objective (e.g. for Optuna): validation error, or the final cost of an unsupervised model
     return final.get("best_valid_error", final.get("final_cost"))

@@ -163,6 +163,9 @@ class TrainerConfig:
                "an MLflow run id (32 hex digits), a path to a train_state.pkl, or auto")
 
 
+MAX_EXPERIMENT_NAME = 500  # MLflow's limit (mlflow.utils.validation.MAX_EXPERIMENT_NAME_LENGTH)
+
+
 @dataclass
 class TrackingConfig:
     """MLflow: ``uri`` null means $MLFLOW_TRACKING_URI, else sqlite under outputs/.
@@ -187,6 +190,9 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
+        check(len(self.experiment) <= MAX_EXPERIMENT_NAME, "tracking.experiment",
+              self.experiment[:40] + f"... ({len(self.experiment)} characters)",
+              f"a name of at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit)")
         check(self.log_model or not self.register_as, "tracking.register_as", self.register_as,
               "registers the run's MLflow model: needs tracking.log_model=true")
 
@@ -261,6 +267,11 @@ def validate(cfg: DictConfig) -> RunConfig:
         model=build(model_schema, cfg.model, "model"),
         **{g: build(schema, cfg[g], g) for g, schema in GROUPS.items()},
     )
+    if not run.tracking.enabled:  # both look runs up in the store: with no store they would do nothing
+        by_store = not str(run.trainer.resume or ".pkl").endswith(".pkl")  # auto or a run id
+        for key, value in (("skip_finished", run.trainer.skip_finished), ("resume", by_store)):
+            check(not value, f"trainer.{key}", getattr(run.trainer, key), "needs a store to look runs up in: "
+                  "not with tracking=none (trainer.resume=<path to train_state.pkl> works without one)")
     if run.optimizer.name == "cg" and run.optimizer.momentum:
         raise ConfigError(f"optimizer.momentum={run.optimizer.momentum!r} is not allowed with optimizer=cg: must be 0")
     return run

@@ -1,19 +1,20 @@
 """Which exit status an error ends the command with: 2 for a mistake, 1 for a run that failed.
 
 A mistake (a bad config value, a missing or malformed file, an unusable device
-or tracking store) is found before a run exists; a failure happens during one
-(divergence, a full disk, a store that stopped answering) and leaves the run
-FAILED. Anything else is a fault of dlexp itself, also ended with one line
+or tracking store, a registered model, version or run that is not there) is
+found before a run exists; a failure happens during one (divergence, a full
+disk, a store that stopped answering) and leaves the run FAILED. Anything else is a fault of dlexp itself, also ended with one line
 (status 1) unless ``HYDRA_FULL_ERROR=1`` asks for the trace.
 """
 from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data.device import DeviceError
 from .data.formats import DataError
+from .model_registry import RegistryError
 from .store import TrackingError
 from .train.result import Diverged
 
-MISTAKES = (ConfigError, DataError, DeviceError, CheckpointError, TrackingError)
+MISTAKES = (ConfigError, DataError, DeviceError, CheckpointError, TrackingError, RegistryError)
 FAILURES = (Diverged, OSError)
 
 

@@ -11,6 +11,7 @@ what a ``models:/`` or ``runs:/`` URI names.
 raises :class:`RegistryError`, one line naming it and what there is instead.
 """
 import re
+import shlex
 from dataclasses import dataclass
 from typing import Optional
 
@@ -41,9 +42,21 @@ def check_name(name: str, key: str = "tracking.register_as") -> None:
     """A registered model name MLflow accepts and a ``models:/<name>/...`` URI can spell."""
     if not name or not name.strip():
         raise ConfigError(f"{key}={name!r} is not allowed: a non-empty name")
-    bad = next((c for c in "/:@" if c in name), None)
-    if bad:
-        raise ConfigError(f"{key}={name!r} is not allowed: a registered model name cannot contain {bad!r}")
+    bad = next((c for c in name if c in "/:@'\"" or not c.isprintable()), None)
+    if bad:  # / : @ end the name in a models:/ URI; MLflow's searches cannot read a name with a quote back
+        raise ConfigError(f"{key}={name!r} is not allowed: a registered model name cannot contain {bad!r} "
+                          "(any of / : @ ' \" or a control character)")
+
+
+def serve_command(tracking_uri: str, model_uri: str) -> str:
+    """The shell command that serves ``model_uri`` (``models:/<name>/<version>``) from this store, from any
+    directory: ``MLFLOW_TRACKING_URI=<the store, absolute> mlflow models serve -m <uri> --env-manager local``
+    (without the variable MLflow looks for the name in ./mlruns, or creates ./mlflow.db, and fails)."""
+    from .store import sqlite_path
+
+    path = sqlite_path(tracking_uri)
+    uri = f"sqlite:///{path}" if path is not None else tracking_uri
+    return f"MLFLOW_TRACKING_URI={shlex.quote(uri)} mlflow models serve -m {shlex.quote(model_uri)} --env-manager local"
 
 
 def _missing(e) -> bool:

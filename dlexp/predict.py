@@ -13,7 +13,8 @@ one line ``dlexp-predict: error: ...`` on stderr and exit status 2 (a
 registered name, version or alias that is not there included). An MLflow
 model of dlexp carries its checkpoint, which is what is read. A run's
 checkpoint is downloaded into a temp directory that is removed afterwards;
-``--output`` is written atomically and never onto the checkpoint or the inputs.
+``--output`` is written atomically, never onto the store, the checkpoint or the inputs, and onto an
+existing file only with ``--force`` (:mod:`dlexp.output`).
 """
 import dataclasses
 import math
@@ -29,6 +30,7 @@ from .cliargs import OneLineParser
 from .artifacts import FORMAT, fetched_checkpoint
 from .config import DatasetConfig
 from .data import sources
+from .output import check_output, write_output
 from .models import CONFIGS, build_model, check_model
 from .train.metrics import predict
 
@@ -158,39 +160,15 @@ def load_model(path):
     return _check_checkpoint(ckpt, path), ckpt
 
 
-def _same_file(a, b) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
-        return False
-
-
 def _check_output(args) -> None:
-    """``--output``: a .npy name in an existing, writable directory, neither the checkpoint nor the inputs.
-    Checked before any work, so a mistake costs nothing; an existing .npy file is replaced atomically."""
+    """``--output``: a .npy name that :func:`dlexp.output.check_output` allows (never the store, the
+    checkpoint, the inputs or an existing file without --force). Checked before any work."""
     if args.output is None:
         return
-    out = Path(args.output)
-    for other, what in ((args.source, "the checkpoint"), (args.inputs, "the --inputs file")):
-        if other and _same_file(out, other):
-            raise PredictError(f"--output {out}: is {what}; refusing to overwrite it, choose another file")
-    if out.suffix != ".npy":
-        raise PredictError(f"--output {out}: must be a .npy file name (e.g. labels.npy)")
-    if out.is_dir():
-        raise PredictError(f"--output {out}: is a directory; give a file name ending in .npy")
-    if not out.parent.is_dir():
-        raise PredictError(f"--output {out}: directory {out.parent} does not exist")
-    if not os.access(out.parent, os.W_OK | os.X_OK):
-        raise PredictError(f"--output {out}: directory {out.parent} is not writable")
-
-
-def _write_labels(path, labels) -> None:
-    """Save the labels atomically; an error names the user's path, not the temp file beside it."""
-    try:
-        with checkpoint.atomic_write(path, "wb") as f:
-            np.save(f, labels)
-    except OSError as e:
-        raise PredictError(f"--output {path}: cannot write it ({e.strerror or e})") from None
+    check_output(args.output, args.force, args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI"),
+                 reads=((args.source, "the checkpoint"), (args.inputs, "the --inputs file")))
+    if Path(args.output).suffix != ".npy":
+        raise PredictError(f"--output {args.output}: must be a .npy file name (e.g. labels.npy)")
 
 
 def _load_inputs(path, image_shape) -> np.ndarray:
@@ -199,16 +177,19 @@ def _load_inputs(path, image_shape) -> np.ndarray:
     expected = f"the model expects {_size(image_shape)} inputs ({n} values): an array (N, {n}) or " \
                f"(N, {', '.join(map(str, image_shape[1:]))})"
     try:
-        x = np.load(path, allow_pickle=False)
+        with checkpoint.open_regular(path) as f:
+            x = np.load(f, allow_pickle=False)
+            if not isinstance(x, np.ndarray):
+                x.close()
+                raise PredictError(f"--inputs {path}: is a .npz archive; give one .npy array")
     except FileNotFoundError:
         raise PredictError(f"--inputs {path}: no such file") from None
     except IsADirectoryError:
         raise PredictError(f"--inputs {path}: is a directory, not a .npy file") from None
+    except PredictError:
+        raise
     except (OSError, ValueError, EOFError) as e:
         raise PredictError(f"--inputs {path}: not a readable .npy array ({str(e).splitlines()[0]})") from None
-    if not isinstance(x, np.ndarray):
-        x.close()
-        raise PredictError(f"--inputs {path}: is a .npz archive; give one .npy array")
     if x.dtype.kind not in "biuf":
         raise PredictError(f"--inputs {path}: holds {x.dtype} values; expected numbers in [0, 1]")
     if x.ndim < 2 or math.prod(x.shape[1:]) != n:
@@ -252,7 +233,11 @@ def _evaluate(model, ckpt, args):
 
 
 def _run(args) -> None:
-    """Check the output, read the checkpoint (a run's download is removed after), predict, write, print."""
+    """Check the files, read the checkpoint (a run's download is removed after), predict, write, print."""
+    for path, what in ((args.source, "the checkpoint"), (args.inputs, "--inputs")):
+        kind = path and checkpoint.file_kind(path)
+        if kind and kind != "a directory":  # a FIFO would be waited on forever
+            raise PredictError(f"{what} {path}: is {kind}, not a regular file; give a file")
     _check_output(args)
     with fetched_checkpoint(args.source, args.tracking_uri) as path:
         model, ckpt = load_model(path)
@@ -262,7 +247,7 @@ def _run(args) -> None:
     else:
         labels, report = _evaluate(model, ckpt, args)
     if args.output:
-        _write_labels(args.output, labels)
+        write_output(args.output, lambda f: np.save(f, labels))
     print(report, flush=True)
 
 
@@ -275,7 +260,9 @@ def parser() -> OneLineParser:
     p.add_argument("--dataset", choices=DATASETS, help="data set to evaluate on (default: the one it was trained on)")
     p.add_argument("--data-path", help="dataset.path for the data set")
     p.add_argument("--inputs", help=".npy file of images (N, H*W) or (N, H, W) in [0, 1]: predict their labels")
-    p.add_argument("--output", help="write the predicted labels here (.npy; replaced atomically if it exists)")
+    p.add_argument("--output", help="write the predicted labels here (.npy, written atomically; never the store "
+                                    "or a file it reads)")
+    p.add_argument("--force", action="store_true", help="let --output replace an existing file")
     p.add_argument("--tracking-uri", help="MLflow store holding the run (default: as dlexp)")
     return p
 

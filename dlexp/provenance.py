@@ -20,6 +20,9 @@ from pathlib import Path
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")
 TAG_KEY = re.compile(r"[\w\-. /:]+")  # what MLflow accepts in a tag key
+RESERVED_TAG_PREFIXES = ("mlflow.", "dlexp.")  # MLflow's own tags (mlflow.runName, ...) and dlexp's
+MAX_KEY = 250  # MLflow's longest param or tag key (mlflow.utils.validation.MAX_ENTITY_KEY_LENGTH)
+TAGS_PARAM = "tracking.tags."  # a tag is also one of the run's params, under this prefix
 
 PACKAGES = ("dlexp", "torch", "numpy", "mlflow", "hydra-core", "omegaconf", "scipy")
 
@@ -55,6 +58,14 @@ def check_tags(tags) -> None:
         if not TAG_KEY.fullmatch(str(key)) or str(key).startswith("/") or ".." in str(key).split("/"):
             raise ConfigError(f"tracking.tags: key {str(key)!r} is not allowed: letters, digits, _ - . space : "
                               "and / only")
+        if str(key).startswith(RESERVED_TAG_PREFIXES):
+            raise ConfigError(f"tracking.tags: key {str(key)!r} is not allowed: keys starting with "
+                              f"{' or '.join(RESERVED_TAG_PREFIXES)} are MLflow's and dlexp's own (the run's name "
+                              "is tracking.run_name, its description tracking.description)")
+        if len(TAGS_PARAM + str(key)) > MAX_KEY:
+            raise ConfigError(f"tracking.tags: key {str(key)[:40]!r}... ({len(str(key))} characters) is not "
+                              f"allowed: at most {MAX_KEY - len(TAGS_PARAM)} characters (MLflow keeps keys of at "
+                              f"most {MAX_KEY}, and the run logs it as the param {TAGS_PARAM}<key>)")
         if isinstance(value, (dict, list, tuple)) or value is None:
             raise ConfigError(f"tracking.tags.{key}={value!r} is not allowed: a string (or a number)")
 

@@ -10,6 +10,7 @@ parameters as its ``checkpoint`` artifact -- the run's own ``best_params.pkl`` (
     predict(x), x float32 (N, C*H*W) in [0, 1], as the dataset gives it:
       a classifier -> {"label": int64 (N,), "probabilities": float32 (N, K)}   softmax of the logits
       an encoder   -> {"features": float32 (N, F)}   p(h | x) through the layers of a dA, cA or RBM
+      rows holding NaN or Inf are refused (MlflowException: the server answers HTTP 400 with the message)
 
 dlexp itself never imports this file (``set_model`` below is for MLflow's loader).
 """
@@ -44,7 +45,16 @@ class DlexpModel(PythonModel):
         self.model = model.eval()
 
     def predict(self, context, model_input: np.ndarray, params=None) -> dict:
+        """Rows with a NaN or an infinity are refused (MLflow's server answers 400 with the message): the
+        model would give them a label all the same."""
         x = np.ascontiguousarray(model_input, dtype=np.float32)
+        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+        if bad.any():
+            from mlflow.exceptions import MlflowException
+
+            raise MlflowException.invalid_parameter_value(
+                f"{int(bad.sum())} of {len(x)} input rows hold NaN or Inf (first: row {int(np.flatnonzero(bad)[0])}); "
+                "every pixel must be a finite number in [0, 1]")
         return outputs(self.model, torch.from_numpy(x.reshape(len(x), -1)))
 
 

@@ -16,6 +16,7 @@ the sweep's directory.
 """
 import os
 import secrets
+import shutil
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -24,14 +25,21 @@ RESOLVER = "dlexp.unique"
 ATTEMPTS = 100
 
 
+CREATED = {}  # run directory made by this process (absolute) -> the topmost directory made with it
+STARTUP_FILES = {".hydra", "dlexp.log", "config.yaml", "overrides.txt"}  # what a run dir holds before a run
+
+
 def unique_dir(base: str) -> str:
     """``<base>-<6 hex>``, created now and by this call alone (exclusive ``os.mkdir``)."""
     try:
-        Path(base).parent.mkdir(parents=True, exist_ok=True)
+        parent = Path(base).absolute().parent
+        missing = [p for p in (parent, *parent.parents) if not p.exists()]
+        parent.mkdir(parents=True, exist_ok=True)
         for _ in range(ATTEMPTS):
             path = f"{base}-{secrets.token_hex(3)}"
             try:
                 os.mkdir(path)
+                CREATED[os.path.abspath(path)] = missing[-1] if missing else Path(path).absolute()
                 return path
             except FileExistsError:
                 continue
@@ -39,6 +47,24 @@ def unique_dir(base: str) -> str:
         raise OSError(f"cannot create the run directory under {Path(base).parent} ({e.strerror}); run dlexp "
                       "from a writable directory or give hydra.run.dir=<a writable path>") from None
     raise FileExistsError(f"no free run directory name {base}-<suffix> after {ATTEMPTS} tries")
+
+
+def remove_unused(path) -> None:
+    """Remove a run directory this process made for a command that was refused before its run started
+    (it holds only Hydra's ``.hydra/``, the log and the config), and the parents made with it, when empty.
+    A directory holding anything else, or not made here, is left as it is."""
+    path = Path(os.path.abspath(path))
+    top = CREATED.pop(str(path), None)
+    try:
+        if top is None or not {p.name for p in path.iterdir()} <= STARTUP_FILES:
+            return
+        shutil.rmtree(path)
+        for parent in path.parents:
+            if parent != top and top not in parent.parents:
+                break
+            parent.rmdir()  # OSError when not empty: stop there
+    except OSError:
+        return
 
 
 def register_resolvers() -> None:

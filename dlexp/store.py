@@ -23,8 +23,11 @@ import logging
 import os
 import secrets
 import sqlite3
+from glob import escape as glob_escape
 from pathlib import Path
 from urllib.parse import quote, urlparse
+
+from .checkpoint import file_kind, open_regular
 
 log = logging.getLogger("dlexp")
 
@@ -113,9 +116,10 @@ def check_sqlite_file(path: Path, uri: str, write: bool = True) -> None:
     if path.is_dir():
         raise TrackingError(f"tracking.uri={uri}: {path} is a directory; the URI names the database file "
                             "(e.g. sqlite:///outputs/mlflow.db)")
+    check_not_special(path, uri)
     if path.exists():
         try:
-            with open(path, "rb") as f:
+            with open_regular(path) as f:
                 head = f.read(len(SQLITE_HEADER))
         except OSError as e:
             raise TrackingError(f"tracking.uri={uri}: cannot read the store {path} ({e.strerror}); "
@@ -131,6 +135,18 @@ def check_sqlite_file(path: Path, uri: str, write: bool = True) -> None:
     if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise TrackingError(f"tracking.uri={uri}: cannot create the store {path}: {parent} is not a writable "
                             "directory; choose another tracking.uri")
+
+
+def check_not_special(path: Path, uri: str) -> None:
+    """One line for a store path that is a dangling or looping symlink (a new store would be made where the
+    link points, or nowhere) or not a regular file (a FIFO would be waited on forever); nothing is opened."""
+    if path.is_symlink() and not path.exists():
+        raise TrackingError(f"tracking.uri={uri}: {path} is a symlink to nothing (dangling or looping); "
+                            "remove it or point tracking.uri at the store file itself")
+    kind = file_kind(path)
+    if kind and kind != "a directory":
+        raise TrackingError(f"tracking.uri={uri}: {path} is {kind}, not a regular file; point tracking.uri "
+                            "at an MLflow .db file or a new file name")
 
 
 def _root_cause(e: BaseException) -> str:
@@ -319,6 +335,29 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temp files of builds that were killed (``.<db>.<pid>-<hex>.tmp`` and their journals).
+    Called under the exclusive lock, which every build holds from its temp file's creation to its rename,
+    so a temp file seen here belongs to a creator that died; one whose pid is alive on this machine is
+    left alone all the same (its pid may be reused; the file is only disk space)."""
+    for tmp in path.parent.glob(f".{glob_escape(path.name)}.*.tmp*"):
+        pid = tmp.name[len(path.name) + 2:].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                log.warning("removed %s, left by a store creation that was killed", tmp)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        pass
+    return True
+
+
 def build_aside(path: Path, uri: str, copy_from_existing: bool) -> None:
     """Build the store in a temp file beside ``path`` (a fresh one, or a copy of the existing one to migrate),
     check it, and rename it onto ``path``; on any failure the temp file goes and ``path`` is as it was."""
@@ -384,13 +423,26 @@ def _store_error(e: Exception, path: Path, uri: str) -> Exception:
 
 
 def check_existing(uri: str) -> None:
-    """For commands that only read a store (dlexp-predict, dlexp-sweep): refuse one that is not there,
-    creating nothing (MLflow would create an empty sqlite file, and its directory)."""
+    """For commands that only read a store (dlexp-predict, dlexp-sweep): refuse one that is not there or not
+    complete (missing, empty, half-built, an older schema), creating, rewriting and migrating nothing
+    (MLflow would create an empty sqlite file and its directory, or migrate the file)."""
     if check_uri(uri) == "http":
         return check_reachable(uri)
     path = sqlite_path(uri)
-    if path is not None and not path.is_file():
+    if path is None:
+        return
+    check_not_special(path, uri)
+    if not path.is_file():
         raise TrackingError(f"no MLflow store at {path} (tracking URI {uri})")
+    check_sqlite_file(path, uri, write=False)
+    try:  # no lock: a build renames a complete file into place, never changes this one
+        state = store_state(path)
+    except (OSError, sqlite3.Error) as e:
+        raise TrackingError(f"tracking URI {uri}: cannot read the store {path} ({e})") from None
+    if state != "complete":
+        what = "an MLflow store of an older schema" if state == "data" else "an empty or half-built store"
+        raise TrackingError(f"tracking URI {uri}: {path} is {what}; this command only reads a store and "
+                            "leaves it as it is (a dlexp training run on it builds or migrates it)")
 
 
 def prepare_store(uri: str) -> None:
@@ -417,6 +469,7 @@ def prepare_store(uri: str) -> None:
                             "rebuilding it", path)
             elif state == "data":
                 log.warning("tracking store %s has an older MLflow schema; migrating a copy of it", path)
+            remove_stale_temps(path)
             build_aside(path, uri, copy_from_existing=state == "data")
     except StoreWriteError:
         raise

@@ -224,7 +224,8 @@ def _register(ctx) -> None:
     if name and ctx.run_id and ctx.model_uri and not parent_run_id():
         version = model_registry.register(ctx.tracker.client, ctx.run_id, name)
         ctx.tracker.set_tags({"dlexp.registered_model": f"models:/{name}/{version}"})
-        log.info("registered model %r version %s: models:/%s/%s", name, version, name, version)
+        log.info("registered model %r version %s: models:/%s/%s; serve it with: %s", name, version, name, version,
+                 model_registry.serve_command(ctx.tracker.uri, f"models:/{name}/{version}"))
 
 
 def _end(ctx, status: str, error: str = None) -> None:

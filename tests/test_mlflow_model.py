@@ -7,6 +7,7 @@ a user reads back with ``MlflowClient`` or gets from the commands.
 """
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -64,8 +65,9 @@ def trained(tmp_path_factory):
     """An MLP trained 3 epochs on digits, registered as NAME, with a tag and a description."""
     cwd = tmp_path_factory.mktemp("mlmodel")
     store = f"sqlite:///{cwd / 'mlflow.db'}"
-    run_dlexp(cwd, store, "model=mlp", "model.hidden_sizes=[32]", "trainer.max_epochs=3",
-              f"tracking.register_as={NAME}", "++tracking.tags={team:vision}", "tracking.description=a digits MLP")
+    r = run_dlexp(cwd, store, "model=mlp", "model.hidden_sizes=[32]", "trainer.max_epochs=3",
+                  f"tracking.register_as={NAME}", "++tracking.tags={team:vision}", "tracking.description=a digits MLP")
+    (cwd / "dlexp.out").write_text(r.stdout + r.stderr)  # what the user read: the serve command among it
     return cwd, store, latest_run(store)
 
 
@@ -131,8 +133,8 @@ def test_registered_version_and_alias_resolve_for_dlexp_predict(trained, rows, b
     # what a sweep does with its best child: a new version of a name, with the alias best
     version = model_registry.register(client, run.info.run_id, f"{NAME}-best", alias="best")
     assert version == "1" and str(client.get_model_version_by_alias(f"{NAME}-best", "best").version) == "1"
-    for source in (f"models:/{NAME}/1", f"models:/{NAME}-best@best"):
-        np.testing.assert_array_equal(predicted_labels(store, source, rows[1], tmp_path / "m.npy"), by_run)
+    for i, source in enumerate((f"models:/{NAME}/1", f"models:/{NAME}-best@best")):  # new files: no --force
+        np.testing.assert_array_equal(predicted_labels(store, source, rows[1], tmp_path / f"m{i}.npy"), by_run)
 
 
 @pytest.mark.parametrize("source, needles", [
@@ -167,13 +169,16 @@ def post(url, payload):
 
 
 def test_mlflow_serves_the_registered_model_with_dlexp_predict_labels(trained, rows, by_run, tmp_path):
+    """The serve command dlexp printed when it registered the model, run as printed (from another directory,
+    MLFLOW_TRACKING_URI unset): labels as dlexp-predict's; a row of another width or with NaN: HTTP 400."""
     cwd, store, run = trained
+    printed = re.search(r"serve it with: (.*)", (cwd / "dlexp.out").read_text()).group(1)
+    assert printed.endswith(f"mlflow models serve -m models:/{NAME}/1 --env-manager local"), printed
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store,  # MLflow execs uvicorn from PATH: this environment's
-           "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", f"models:/{NAME}/1",
-                               "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)], cwd=tmp_path,
+    env = {**os.environ, "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
+    env.pop("MLFLOW_TRACKING_URI", None)  # the printed command sets it; mlflow is this environment's
+    server = subprocess.Popen(["bash", "-c", f"{printed} -h 127.0.0.1 -p {port}"], cwd=tmp_path,
                               stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
@@ -189,6 +194,12 @@ def test_mlflow_serves_the_registered_model_with_dlexp_predict_labels(trained, r
         with pytest.raises(urllib.error.HTTPError) as refused:  # a row of another width: refused by the schema
             post(f"http://127.0.0.1:{port}/invocations", {"inputs": rows[0][:2, :10].tolist()})
         assert refused.value.code == 400
+        nan_row = rows[0][:2].copy()
+        nan_row[1, 3] = np.nan
+        with pytest.raises(urllib.error.HTTPError) as refused:  # not label 0 with HTTP 200
+            post(f"http://127.0.0.1:{port}/invocations", {"inputs": nan_row.tolist()})
+        assert refused.value.code == 400 and "hold NaN or Inf (first: row 1)" in refused.value.read().decode()
+        assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
     finally:
         os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn it started, nothing else
         server.wait(timeout=30)

@@ -9,6 +9,7 @@ none, no temp directory left behind, and labels readable with ``numpy.load``.
 import glob
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -227,7 +228,7 @@ def test_labels_written_readable_and_no_temp_dir_left(trained, store, tmp_path):
     np.save(tmp_path / "x.npy", x)
     (tmp_path / "labels.npy").write_bytes(b"an older file, replaced")
     for source in (trained[0], store[1]):  # a file, and a run's artifact (downloaded, then removed)
-        r = run_predict(source, "--inputs", tmp_path / "x.npy", "--output", tmp_path / "labels.npy",
+        r = run_predict(source, "--inputs", tmp_path / "x.npy", "--output", tmp_path / "labels.npy", "--force",
                         "--tracking-uri", store[0], env={"TMPDIR": str(tmp)})
         assert r.returncode == 0 and r.stderr == "", r.stderr
         labels = np.load(tmp_path / "labels.npy")
@@ -261,21 +262,18 @@ def _signal_masks(pid: int) -> str:
         return "(no /proc)"
 
 
-def test_interrupt_is_one_line_and_status_130(trained, tmp_path):
-    fifo = tmp_path / "x.npy"
-    os.mkfifo(fifo)  # np.load blocks reading it until we write: the process is mid-run, waiting
-    p = subprocess.Popen([sys.executable, "-m", "dlexp.predict", str(trained[0]), "--inputs", str(fifo)],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                         preexec_fn=_as_a_shell_starts_it)
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # succeeds once the process opened it to read
-            break
-        except OSError:
-            assert time.monotonic() < deadline and p.poll() is None, p.communicate()
-            time.sleep(0.05)
+def test_interrupt_is_one_line_and_status_130(tmp_path):
+    """SIGINT while the command waits mid-run: here on a tracking server that accepted the connection and
+    never answers (a FIFO, which waited the same way, is now refused unopened)."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(60)
+    p = subprocess.Popen([sys.executable, "-m", "dlexp.predict", RUN_ID, "--tracking-uri",
+                          f"http://127.0.0.1:{server.getsockname()[1]}"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, preexec_fn=_as_a_shell_starts_it)
     try:
+        conn, _ = server.accept()
+        conn.settimeout(60)
+        assert conn.recv(1), p.communicate()  # its request has begun: the process waits for the answer
         time.sleep(0.2)
         p.send_signal(signal.SIGINT)
         try:
@@ -284,6 +282,7 @@ def test_interrupt_is_one_line_and_status_130(trained, tmp_path):
             masks = _signal_masks(p.pid)
             p.kill()
             pytest.fail(f"dlexp-predict did not stop within 60 s of SIGINT; its signal masks: {masks}")
+        conn.close()
     finally:
-        os.close(fd)
+        server.close()
     assert p.returncode == 130 and err.strip() == "dlexp-predict: stopped", err

@@ -117,14 +117,15 @@ class MlflowSweep(Callback):
 
     def _register(self, run_id: str) -> dict:
         """``tracking.register_as``: the best child's model as a new version, with the alias ``best``."""
-        from ..model_registry import RegistryError, register
+        from ..model_registry import RegistryError, register, serve_command
 
         try:
             version = register(self.tracker.client, run_id, self.register_as, alias="best")
         except RegistryError as e:
             print(f"dlexp: error: could not register the sweep's best run {run_id}: {e}", file=sys.stderr)
             return {}
-        log.info("registered the best run as models:/%s@best (version %s)", self.register_as, version)
+        log.info("registered the best run as models:/%s@best (version %s); serve it with: %s", self.register_as,
+                 version, serve_command(self.tracker.uri, f"models:/{self.register_as}@best"))
         return {"dlexp.registered_model": f"models:/{self.register_as}@best (version {version})"}
 
     def _start_parent(self, config, swept, fixed, tracking) -> None:

@@ -4,17 +4,20 @@
     dlexp-sweep list [--experiment E] [--max N]
     dlexp-sweep compare <sweep> <sweep>... [--format text|md|csv] [--output F]
 
+``--output`` never writes over the store, its artifacts or (without ``--force``) any existing file
+(:mod:`dlexp.output`).
+
 ``<sweep>``: the parent run id, the sweep id (its sweep dir as logged), or the sweep directory.
 A mistake (no such sweep, a key or metric no run has) ends with one line ``dlexp-sweep: error: ...``
 and exit 2.
 """
 import os
 import sys
-from pathlib import Path
 
 from ..cliargs import OneLineParser
+from ..output import check_output, write_output
 from .compare import best_text, compare_csv, compare_markdown, compare_rows, compare_text, parent_best
-from .context import SWEEP_TAG
+from .context import PARENT_TAG, SWEEP_TAG
 from .grid import key_value
 from .pivot import pivot, pivot_csv, pivot_markdown, pivot_text
 from .runs import find_parent, swept_keys, sweep_table
@@ -39,7 +42,9 @@ def _parser() -> OneLineParser:
     c.add_argument("sweeps", nargs="+", help="parent run ids, sweep ids or sweep directories")
     for p in (t, c):
         p.add_argument("--format", choices=FORMATS, default="text")
-        p.add_argument("--output", help="write the table to this file too")
+        p.add_argument("--output", help="write the table to this file too (atomically; never the store, its "
+                                        "artifacts or an existing file without --force)")
+        p.add_argument("--force", action="store_true", help="let --output replace an existing file")
     ls = sub.add_parser("list", help="the sweeps of an experiment, newest first")
     ls.add_argument("--experiment", default="dlexp")
     ls.add_argument("--max", type=int, default=20)
@@ -63,10 +68,19 @@ def _list(client, uri: str, experiment: str, limit: int) -> int:
 
 
 def _parent(client, ref: str):
+    """The sweep's parent run; a job's run or a single run is refused, naming its sweep if it has one."""
     try:
-        return find_parent(client, ref)
+        run = find_parent(client, ref)
     except LookupError as e:
         raise SweepError(str(e)) from None
+    parent = run.data.tags.get(PARENT_TAG)
+    if parent:
+        raise SweepError(f"{ref}: run {run.info.run_id} is a job (child run) of the sweep whose parent run is "
+                         f"{parent}; dlexp-sweep table {parent}")
+    if SWEEP_TAG not in run.data.tags:
+        raise SweepError(f"{ref}: run {run.info.run_id} is a single run, not a sweep's parent run (dlexp-sweep "
+                         "list shows the sweeps)")
+    return run
 
 
 def _resolve_key(children, key: str, parent) -> str:
@@ -118,12 +132,13 @@ def _compare(client, args) -> tuple:
 
 
 def _emit(title, text: str, output) -> None:
-    """Print the title and the table; ``output`` gets the table alone."""
+    """Print the title and the table; ``output`` (checked before any work) gets the table alone."""
     if title:
         print(title)
     print(text.rstrip("\n"))
     if output:
-        Path(output).write_text(text if text.endswith("\n") else text + "\n")
+        text = text if text.endswith("\n") else text + "\n"
+        write_output(output, lambda f: f.write(text), "w")
 
 
 def main(argv=None) -> int:
@@ -134,6 +149,8 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store()}"
     try:
+        if getattr(args, "output", None):
+            check_output(args.output, args.force, uri)
         client = RetryingClient(uri, create=False)
         if args.command == "list":
             return _list(client, uri, args.experiment, args.max)
