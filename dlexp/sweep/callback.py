@@ -38,7 +38,7 @@ from hydra.experimental.callback import Callback
 from .. import interrupt
 from ..longlived import freeze_long_lived
 from ..provenance import git_commit
-from . import failures, interrupted, jobs, precheck
+from . import failures, interrupted, jobs, precheck, sacct
 from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
 from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, table_csv, table_markdown, table_text
@@ -116,6 +116,8 @@ class MlflowSweep(Callback):
         self.total = config.hydra.sweeper.get("n_trials") or _check_jobs_or_exit(config)
         _quiet_optuna(config)
         self.slurm = str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher")
+        if self.slurm:
+            sacct.quiet_if_no_accounting()
         _OPEN.append(self)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         swept, fixed = sweep_overrides(config)
