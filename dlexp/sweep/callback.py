@@ -26,6 +26,12 @@
   many jobs failed (the ``dlexp`` command exits 1 when all did, from
   :func:`dlexp.sweep.jobs.multirun_outcome`). A sweep that dies before its end still ends its parent
   (FAILED), from an ``atexit`` hook.
+* Ctrl-C / SIGTERM: while the sweep is open, :mod:`dlexp.interrupt` waits for its children to stop being
+  RUNNING before the launching process lets its workers be killed; then :func:`stop_open_sweeps` (from
+  the ``dlexp`` command) cancels SLURM's jobs, ends any child still RUNNING KILLED
+  (:mod:`dlexp.sweep.interrupted`) and the parent KILLED, tagged ``dlexp.stopped`` = ``k of n jobs
+  finished``. With ``hydra/launcher=slurm*`` and no accounting, submitit's sacct warnings are dropped
+  (:mod:`dlexp.sweep.sacct`).
 """
 import atexit
 import logging
