@@ -4,12 +4,15 @@ The test starts a single-node cluster itself: Debian's ``slurm-wlm`` and ``munge
 when the test runs as root and they are missing; skipped with the reason elsewhere), a munge key made
 by the test, ``munged``, ``slurmctld`` and ``slurmd`` on 127.0.0.1 with a generated ``slurm.conf`` (one
 node, one partition, no accounting, state and spool in a temporary directory), all stopped at the end,
-whatever happens. The sweep's job 0 gets ``scancel --signal=USR2`` (what SLURM sends before a preemption)
-while it trains: it saves its state, submitit requeues it, and it ends FINISHED with the same metrics,
+whatever happens (then any process left with the cluster's SLURM_CONF is killed). The sweep's job 0 gets
+``scancel --signal=USR2`` (what SLURM sends before a preemption) while it trains: it saves its state, submitit requeues it, and it ends FINISHED with the same metrics,
 point for point, as the same config never stopped. Without accounting every submitit poll of ``sacct``
-fails: its ``Bypassing sacct error`` warnings are silenced (:mod:`dlexp.sweep.sacct`).
+would fail with two lines of noise: there are none (:mod:`dlexp.sweep.sacct`). A sweep SIGTERMed
+mid-training cancels its jobs, leaves no run RUNNING and ends KILLED.
 """
+import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -91,9 +94,17 @@ def _idle(env) -> bool:
     return r.returncode == 0 and r.stdout.strip() == "idle"
 
 
+def _queue(env) -> str:
+    return subprocess.run(["squeue", "-h", "-o", "%i %T"], capture_output=True, text=True, env=env,
+                          timeout=30).stdout.strip()
+
+
 def _stop(procs, env) -> None:
-    """Every job cancelled, then the daemons (slurmd, slurmctld, munged) stopped, killed if they linger."""
+    """Every job cancelled and gone, the daemons (slurmd, slurmctld, munged) stopped, killed if they linger,
+    then any process still holding the cluster's SLURM_CONF (a job step, its srun) killed."""
     subprocess.run(["scancel", "--user=root"], capture_output=True, env=env, timeout=30, check=False)
+    with contextlib.suppress(Exception):
+        _wait_until(lambda: _queue(env) == "", 60, "jobs still in the queue")
     for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -103,6 +114,16 @@ def _stop(procs, env) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+    _kill_leftovers(env["SLURM_CONF"])
+
+
+def _kill_leftovers(conf: str) -> None:
+    import psutil
+
+    for p in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if p.pid != os.getpid() and p.environ().get("SLURM_CONF") == conf:
+                p.kill()
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +153,7 @@ def cluster(tmp_path_factory):
                     [root / "slurmctld.log", root / "slurmd.log"])
         yield env
     finally:
-        _stop(reversed(procs), env)
+        _stop(procs[::-1], env)
 
 
 def _job_of(sweep_dir: Path, num: int):
@@ -195,7 +216,8 @@ def test_a_preempted_slurm_job_is_requeued_and_ends_as_if_never_stopped(cluster,
             if p.poll() is None:
                 p.kill()
     out = (tmp_path / "sweep.log").read_text()
-    assert "Bypassing sacct error" not in out and "Traceback" not in out, out[-3000:]
+    for noise in ("Bypassing sacct error", "accounting storage is disabled", "Traceback"):
+        assert noise not in out, out[-3000:]
 
     client = MlflowClient(store)
     (parent,) = sweep_procs.parents(store)
@@ -215,3 +237,29 @@ def test_a_preempted_slurm_job_is_requeued_and_ends_as_if_never_stopped(cluster,
         ours = sorted((m.step, m.value) for m in client.get_metric_history(child.info.run_id, key))
         theirs = sorted((m.step, m.value) for m in client.get_metric_history(ref.info.run_id, key))
         assert ours == theirs, key  # every validation, once, the same values
+
+
+def test_a_slurm_sweep_stopped_cancels_its_jobs_and_leaves_no_run_running(cluster, tmp_path):
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = ("hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=1", *CONFIG,
+                 "optimizer.lr=0.1,0.05")
+    env = {**FLUSH, "SLURM_CONF": cluster["SLURM_CONF"]}
+    proc = sweep_procs.start(tmp_path, store, *overrides, extra_env=env)
+    try:
+        deadline = time.monotonic() + 180
+        while not any(status == "RUNNING" and n >= 5 for _, status, n, _ in _child_states(tmp_path / "mlflow.db")):
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()[-3000:]
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(120) == 130, (tmp_path / "sweep.log").read_text()[-3000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    lines = [line for line in (tmp_path / "sweep.log").read_text().splitlines() if line.startswith("dlexp: ")]
+    assert len(lines) == 1 and re.fullmatch(r"dlexp: stopped \(signal SIGTERM; [01] of 2 jobs finished\)", lines[0])
+    _wait_until(lambda: _queue(cluster) == "", 60, "the stopped sweep's jobs are still in the queue")
+    (parent,) = sweep_procs.parents(store)
+    children = sweep_procs.children(store, parent)
+    assert parent.info.status == "KILLED" and re.match(r"[01] of 2 jobs finished", parent.data.tags["dlexp.stopped"])
+    statuses = sorted(c.info.status for c in children)
+    assert "KILLED" in statuses and set(statuses) <= {"KILLED", "FINISHED"}, statuses

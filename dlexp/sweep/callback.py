@@ -30,8 +30,8 @@
   RUNNING before the launching process lets its workers be killed; then :func:`stop_open_sweeps` (from
   the ``dlexp`` command) cancels SLURM's jobs, ends any child still RUNNING KILLED
   (:mod:`dlexp.sweep.interrupted`) and the parent KILLED, tagged ``dlexp.stopped`` = ``k of n jobs
-  finished``. With ``hydra/launcher=slurm*`` and no accounting, submitit's sacct warnings are dropped
-  (:mod:`dlexp.sweep.sacct`).
+  finished``. With ``hydra/launcher=slurm*`` and no accounting, submitit's failing sacct polls (and
+  their noise) are not made (:mod:`dlexp.sweep.sacct`).
 """
 import atexit
 import logging
