@@ -5,8 +5,9 @@ when the test runs as root and they are missing; skipped with the reason elsewhe
 by the test, ``munged``, ``slurmctld`` and ``slurmd`` on 127.0.0.1 with a generated ``slurm.conf`` (one
 node, one partition, no accounting, state and spool in a temporary directory), all stopped at the end,
 whatever happens (then any process left with the cluster's SLURM_CONF is killed). The sweep's job 0 gets
-``scancel --signal=USR2`` (what SLURM sends before a preemption) while it trains: it saves its state, submitit requeues it, and it ends FINISHED with the same metrics,
-point for point, as the same config never stopped. Without accounting every submitit poll of ``sacct``
+``scancel --signal=USR2`` (what SLURM sends before a preemption) while it trains: it saves its state,
+submitit requeues it, and it ends FINISHED with the same metrics, point for point, as the same config
+never stopped. Without accounting every submitit poll of ``sacct``
 would fail with two lines of noise: there are none (:mod:`dlexp.sweep.sacct`). A sweep SIGTERMed
 mid-training cancels its jobs, leaves no run RUNNING and ends KILLED.
 """
