@@ -85,9 +85,8 @@ def _job(cfg) -> float:
 
     from .config import validate
     from .errors import exit_code, message
-    from .longlived import freeze_long_lived
-
     from .interrupt import install
+    from .longlived import freeze_long_lived
 
     install()  # in a joblib worker: SIGTERM outside a run is a Ctrl-C too
     freeze_long_lived()
@@ -155,6 +154,7 @@ def _stopped(why: str) -> None:
         why = "; ".join([why, *stop_open_sweeps(why)])
     print(f"dlexp: stopped ({why})", file=sys.stderr, flush=True)
     sys.exit(130)
+
 
 if __name__ == "__main__":
     main()
