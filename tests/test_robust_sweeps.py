@@ -205,13 +205,13 @@ def _stopped_cleanly(proc, tmp_path, store: str, total: int):
     err = (tmp_path / "sweep.log").read_text()
     assert proc.returncode == 130, err[-3000:]
     lines = [line for line in err.splitlines() if line.startswith("dlexp: ")]
-    assert len(lines) == 1 and re.fullmatch(rf"dlexp: stopped \(signal SIG(INT|TERM); \d of {total} jobs finished\)",
-                                            lines[0]), err[-3000:]
+    assert len(lines) == 1, err[-3000:]
+    assert re.fullmatch(rf"dlexp: stopped \(.+; \d of {total} jobs finished\)", lines[0]), lines[0]
     assert "Traceback" not in err, err[-3000:]
     (parent,) = sweep_procs.parents(store)
     children = sweep_procs.children(store, parent)
     assert parent.info.status == "KILLED", parent.info.status
-    assert re.fullmatch(rf"\d of {total} jobs finished \(signal SIG(INT|TERM)\)", parent.data.tags["dlexp.stopped"])
+    assert re.fullmatch(rf"\d of {total} jobs finished \(.+\)", parent.data.tags["dlexp.stopped"])
     assert all(c.info.status in ("FINISHED", "KILLED") for c in children), [c.info.status for c in children]
     return parent, children
 

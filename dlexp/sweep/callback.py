@@ -184,9 +184,9 @@ class MlflowSweep(Callback):
             self._warm.start()
 
     def on_multirun_end(self, config, **kwargs) -> None:
-        _forget(self)
         if self._open:
             self._finish(aborted=False)
+        _forget(self)
         outcome = jobs.multirun_outcome()
         if outcome and 0 < outcome[0] < outcome[1]:  # all failed: the dlexp command says so, and exits 1
             print(f"dlexp: {outcome[0]} of {outcome[1]} jobs failed (see the table)", file=sys.stderr, flush=True)
@@ -214,7 +214,8 @@ class MlflowSweep(Callback):
         return text
 
     def _finish(self, aborted: bool, stopped: str = None) -> None:
-        self._open = False
+        """The table, pictures and metrics logged to the parent, then its end (open until then: a Ctrl-C while
+        the table is drawn still ends it, KILLED)."""
         tracker = self.tracker
         parent = tracker.client.get_run(tracker.run_id)
         rows, metric, children = sweep_table(tracker.client, parent)
@@ -244,6 +245,7 @@ class MlflowSweep(Callback):
         tracker.set_tags({**tags, **({interrupted.STOPPED_TAG: stopped} if stopped else {})})
         # failed jobs are outcomes of the sweep; a sweep that stopped early, or where no job finished, failed
         failed = aborted or not (counts["FINISHED"] or counts["PRUNED"] or counts["SKIPPED"]) or counts["RUNNING"] > 0
+        self._open = False
         if stopped:  # by the user, resumable: KILLED, with how far it got; its table is in the run
             tracker.end("KILLED")
             return
