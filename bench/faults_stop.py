@@ -1,6 +1,6 @@
 """Ctrl-C and SIGTERM at any moment, for ``python -m bench.faults`` (issue 22, "Nothing lost, third round").
 
-* a single run SIGTERMed in its start-up, before its run exists;
+* a single run SIGTERMed in its start-up, before its run exists (as soon as it catches SIGTERM);
 * a basic sweep SIGTERMed between two jobs;
 * a joblib sweep stopped mid-training by Ctrl-C (SIGINT to the whole process group) and by SIGTERM (to the
   command alone);
@@ -46,7 +46,7 @@ def _child_states(db):
 
 
 def _stop(f, target, args, sig, ready, group=False):
-    """Start ``dlexp args`` in its own group, send ``sig`` once ``ready(cwd)``; what is wrong after it, the line."""
+    """Start ``dlexp args`` in its own group, send ``sig`` once ``ready(cwd, pid)``; one row."""
     cwd = f.tmp / f"stop-{len(f.cases)}"
     cwd.mkdir()
     db = cwd / "mlflow.db"
@@ -54,7 +54,7 @@ def _stop(f, target, args, sig, ready, group=False):
     proc = subprocess.Popen(cmd, cwd=cwd, env=FAST, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     deadline = time.monotonic() + 300
-    while proc.poll() is None and not ready(cwd) and time.monotonic() < deadline:
+    while proc.poll() is None and not ready(cwd, proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     workers = psutil.Process(proc.pid).children(recursive=True) if proc.poll() is None else []
     os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
@@ -83,18 +83,27 @@ def _stop(f, target, args, sig, ready, group=False):
     f.record("stopped", target, not wrong, f"{line}{f' [{wrong}]' if wrong else ''}")
 
 
-def _training(cwd) -> bool:
+def _catches_sigterm(cwd, pid) -> bool:
+    """Whether process ``pid`` has a SIGTERM handler yet (the first line of ``dlexp``'s main)."""
+    try:
+        with open(f"/proc/{pid}/status") as status:
+            caught = next(line for line in status if line.startswith("SigCgt:")).split()[1]
+    except (OSError, StopIteration):
+        return False
+    return bool(int(caught, 16) >> (signal.SIGTERM - 1) & 1)
+
+
+def _training(cwd, pid=None) -> bool:
     return any(status == "RUNNING" and n >= 5 for status, n in _child_states(cwd / "mlflow.db"))
 
 
 def single_run_at_start_up(f):
-    at = time.monotonic()
-    _stop(f, "run, start-up", [*RUN, "trainer.max_epochs=2"], signal.SIGTERM, lambda cwd: time.monotonic() - at > 0.3)
+    _stop(f, "run, start-up", [*RUN, "trainer.max_epochs=2"], signal.SIGTERM, _catches_sigterm)
 
 
 def basic_sweep_between_jobs(f):
     _stop(f, "basic, between jobs", ["-m", *RUN, "trainer.max_epochs=2", "optimizer.lr=0.1,0.2,0.3"],
-          signal.SIGTERM, lambda cwd: any(cwd.glob("outputs/multirun/*/*/.dlexp_jobs/0.json")))
+          signal.SIGTERM, lambda cwd, pid: any(cwd.glob("outputs/multirun/*/*/.dlexp_jobs/0.json")))
 
 
 def joblib_sweep_ctrl_c(f):
