@@ -119,7 +119,8 @@ class MlflowSweep(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         _fast_composition()
         _check_cluster_or_exit(config)
-        self.total = config.hydra.sweeper.get("n_trials") or _check_jobs_or_exit(config)
+        checked = _check_jobs_or_exit(config)
+        self.total = config.hydra.sweeper.get("n_trials") or checked  # Optuna: its trials, not its choices
         _quiet_optuna(config)
         self.slurm = str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher")
         if self.slurm:
