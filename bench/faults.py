@@ -18,7 +18,10 @@ Every run is a ``dlexp`` subprocess in a temp dir with its own sqlite MLflow sto
 7. The faults of ordinary use (bench/faults_use.py): runs started together on a fresh and an existing
    store, a store creation hitting a file-size limit, a sweep with a diverging job, a sweep with an
    invalid value, Hydra-level mistakes, unusable tracking URIs, bad ``dlexp-predict`` input.
-8. At the end no run in the store may still be RUNNING.
+8. Ctrl-C and SIGTERM (bench/faults_stop.py): a run in its start-up, a basic sweep between jobs, joblib,
+   submitit and Optuna sweeps mid-training: one line, exit 130, the parent KILLED with its count of finished
+   jobs, no process left; the same command with skip_finished / resume=auto then finishes every job.
+9. At the end no run in the store may still be RUNNING.
 
 Prints the report (Markdown; also written to --out unless --no-write); exit 0 iff every expectation held.
 """
@@ -40,7 +43,7 @@ import numpy as np
 
 from dlexp import checkpoint
 
-from . import faults_use
+from . import faults_stop, faults_use
 
 COMMON = ["dataset=digits", "trainer.progress=log", "trainer.threads=1"]
 MODELS = {  # overrides, the parameters artifact compared after a resume
@@ -354,6 +357,7 @@ def main(argv=None) -> int:
         f.malicious()
         f.corrupt_state()
         faults_use.run_all(f)
+        faults_stop.run_all(f)
         running = f.still_running()
     finally:
         print(f"kept {tmp}" if args.keep else "", file=sys.stderr)

@@ -85,8 +85,10 @@ def _job(cfg) -> float:
 
     from .config import validate
     from .errors import exit_code, message
+    from .interrupt import install
     from .longlived import freeze_long_lived
 
+    install()  # in a joblib worker: SIGTERM outside a run is a Ctrl-C too
     freeze_long_lived()
     hc = HydraConfig.get()
     try:
@@ -116,6 +118,9 @@ def _job(cfg) -> float:
 
 def main() -> None:
     """The console entry point."""
+    from .interrupt import install
+
+    install()  # first: from here on SIGTERM is a Ctrl-C, never a silent exit 143
     try:
         if any(a in ("--help", "-h") for a in sys.argv[1:]):
             print(help_text())
@@ -133,9 +138,26 @@ def main() -> None:
         hydra_utils.run_and_report = _one_line
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(_job)()
         _fail_if_all_jobs_failed()
-    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a started run is marked KILLED
-        print(f"dlexp: stopped ({str(e) or 'interrupted'})", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a started run is marked KILLED, a sweep's parent too
+        _stopped(str(e) or "interrupted")
+
+
+def _stopped(why: str) -> None:
+    """After Ctrl-C / SIGTERM: no process of the command left, an open sweep ended KILLED with its count of
+    finished jobs, one line, exit 130. Further signals are ignored meanwhile (this is the stop they ask for)."""
+    import signal
+
+    from .interrupt import kill_descendants
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    kill_descendants()
+    if "dlexp.sweep.callback" in sys.modules:
+        from .sweep.callback import stop_open_sweeps
+
+        why = "; ".join([why, *stop_open_sweeps(why)])
+    print(f"dlexp: stopped ({why})", file=sys.stderr, flush=True)
+    sys.exit(130)
 
 
 if __name__ == "__main__":

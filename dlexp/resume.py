@@ -78,10 +78,14 @@ def find(source, tracker, params: dict, out: Path):
     source_run = run.info.run_id
     if run.info.status == "FINISHED":
         raise ConfigError(f"trainer.resume={source!r}: run {source_run} is FINISHED; nothing to resume")
-    path = state_path(tracker.local_artifact_dir(source_run), out)
+    local = tracker.local_artifact_dir(source_run)
+    path = state_path(local, out)
     if path.is_file():
         log.info("resuming run %s from %s", source_run, path)
         return source_run, _load(path, source, params)
+    if local is not None:  # its artifacts are here: no state (and no download, with its progress bar on stderr)
+        log.info("run %s saved no training state before it stopped; training it again from the start", source_run)
+        return source_run, None
     with tempfile.TemporaryDirectory(prefix="dlexp-state-") as tmp:  # a remote artifact store: a copy, removed
         try:
             path = tracker.download_artifact(source_run, f"state/{STATE}", tmp)

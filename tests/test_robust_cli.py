@@ -63,16 +63,32 @@ def test_help_lists_options_not_schemas(tmp_path):
     assert "_schema" not in r.stdout and "powered by Hydra" not in r.stdout
 
 
-@pytest.mark.parametrize("delay", [0.3, 1.5, 3.0])
-def test_ctrl_c_at_start_up_is_one_line_and_no_run_left_running(tmp_path, delay):
+def _wait_for_handler(pid: int, sig, timeout: float = 60) -> None:
+    """Until process ``pid`` catches ``sig`` (its bit in SigCgt of /proc/<pid>/status)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines())
+        if int(fields["SigCgt"], 16) >> (sig - 1) & 1:
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} never caught signal {sig}")
+
+
+@pytest.mark.parametrize("delay, sig", [(0.3, signal.SIGINT), (1.5, signal.SIGINT), (3.0, signal.SIGINT),
+                                        (0, signal.SIGTERM), (1.5, signal.SIGTERM)])
+def test_ctrl_c_at_start_up_is_one_line_and_no_run_left_running(tmp_path, delay, sig):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     p = subprocess.Popen([sys.executable, "-m", "dlexp.cli", "dataset=digits", "model=mlp", f"tracking.uri={store}",
                           "trainer.progress=log"], cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
                          text=True)
+    if sig == signal.SIGTERM:  # from the moment the process catches it (main's first line), not its exec
+        _wait_for_handler(p.pid, sig)
     time.sleep(delay)
-    p.send_signal(signal.SIGINT)
+    p.send_signal(sig)
     err = p.communicate(timeout=120)[1]
     assert "Traceback" not in err, err[-3000:]
+    if sig == signal.SIGTERM:  # Python's default would die at once: exit 143, nothing printed
+        assert p.returncode == 130 and err.strip().startswith("dlexp: stopped ("), err[-3000:]
     if p.returncode == 130:
         stopped = [line for line in err.splitlines() if line.startswith("dlexp: stopped")]
         assert len(stopped) == 1 and "()" not in stopped[0], err[-2000:]

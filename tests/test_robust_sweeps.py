@@ -6,13 +6,17 @@ temporary directory against its own sqlite store, on the digits with tiny models
 import csv
 import io
 import os
+import re
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+import sweep_procs
 from dlexp import sweep
 
 REPO = Path(__file__).resolve().parents[1]
@@ -185,3 +189,83 @@ def test_slurm_launcher_without_a_cluster_is_one_line_before_anything(tmp_path):
     assert "hydra/launcher=slurm needs a SLURM cluster" in line and "slurm_local" in line
     assert "Traceback" not in r.stderr
     assert not (tmp_path / "mlflow.db").exists()
+
+
+# ------------------------------------------------------------- stopped by the user
+# Ctrl-C (SIGINT to the terminal's whole process group) or SIGTERM (to the command alone), at any moment:
+# one line, exit 130, no run left RUNNING, the parent KILLED with its count of finished jobs, no worker
+# left alive; and the same command with trainer.skip_finished=true trainer.resume=auto completes the sweep.
+LONG = ("model=mlp", "model.hidden_sizes=[32]", "optimizer.batch_size=20", "early_stopping=none",
+        "trainer.max_epochs=150")
+AGAIN = ("trainer.skip_finished=true", "trainer.resume=auto")
+
+
+def _stopped_cleanly(proc, tmp_path, store: str, total: int):
+    """Exit 130 with one line; every run ended; the parent KILLED, tagged ``k of <total> jobs finished``."""
+    err = (tmp_path / "sweep.log").read_text()
+    assert proc.returncode == 130, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("dlexp: ")]
+    assert len(lines) == 1, err[-3000:]
+    assert re.fullmatch(rf"dlexp: stopped \(.+; \d of {total} jobs finished\)", lines[0]), lines[0]
+    assert "Traceback" not in err, err[-3000:]
+    (parent,) = sweep_procs.parents(store)
+    children = sweep_procs.children(store, parent)
+    assert parent.info.status == "KILLED", parent.info.status
+    assert re.fullmatch(rf"\d of {total} jobs finished \(.+\)", parent.data.tags["dlexp.stopped"])
+    assert all(c.info.status in ("FINISHED", "KILLED") for c in children), [c.info.status for c in children]
+    return parent, children
+
+
+def _completed_again(tmp_path, store: str, overrides, total: int) -> list:
+    """The same sweep again with skip_finished and resume=auto: every job FINISHED, the stopped ones continued."""
+    r = sweep_procs.run(tmp_path, store, *overrides, *AGAIN)
+    parent = sweep_procs.parents(store)[-1]
+    children = sweep_procs.children(store, parent)
+    assert parent.info.status == "FINISHED" and len(children) == total, r.stderr[-3000:]
+    assert all(c.info.status == "FINISHED" for c in children)
+    return children
+
+
+def _wait_for(check, proc, timeout=300) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert proc.poll() is None and time.monotonic() < deadline, "the sweep ended before it could be stopped"
+        time.sleep(0.05)
+
+
+def test_a_basic_sweep_stopped_between_jobs(tmp_path):
+    store = store_of(tmp_path)
+    overrides = (*MLP, "optimizer.lr=0.1,0.2,0.3")
+    proc = sweep_procs.start(tmp_path, store, *overrides)
+    _wait_for(lambda: list(tmp_path.glob("outputs/multirun/*/*/.dlexp_jobs/0.json")), proc)
+    proc.send_signal(signal.SIGTERM)  # job 0 has just ended: between two jobs
+    proc.wait(120)
+    _stopped_cleanly(proc, tmp_path, store, 3)
+    _completed_again(tmp_path, store, overrides, 3)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_joblib_sweep_stopped_mid_training_leaves_no_run_or_worker(tmp_path, sig):
+    import psutil
+
+    store = store_of(tmp_path)
+    overrides = (*LONG, "optimizer.lr=0.1,0.2,0.3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
+    proc = sweep_procs.start(tmp_path, store, *overrides, extra_env={"DLEXP_TRACKING_FLUSH_SECONDS": "0.05"})
+    _wait_for(lambda: any(status == "RUNNING" and n >= 5 for _, status, n in
+                          sweep_procs.child_states(tmp_path / "mlflow.db")), proc)
+    workers = psutil.Process(proc.pid).children(recursive=True)
+    assert len(workers) >= 2
+    if sig == signal.SIGINT:
+        os.killpg(proc.pid, sig)  # Ctrl-C: the terminal signals the whole group, workers included
+    else:
+        proc.send_signal(sig)  # kill / a scheduler: the command alone
+    proc.wait(120)
+    _, children = _stopped_cleanly(proc, tmp_path, store, 3)
+    stopped = [c for c in children if c.info.status == "KILLED"]
+    assert stopped  # the runs in training saved their state and ended KILLED
+    _, alive = psutil.wait_procs(workers, timeout=10)
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], [p.cmdline()[:4] for p in alive]
+    again = _completed_again(tmp_path, store, overrides, 3)
+    resumed = {c.info.run_id: c.data.tags.get("dlexp.resumed_from") for c in again}
+    assert all(resumed.get(c.info.run_id) for c in stopped), resumed  # continued, in the same runs
+    assert any(resumed[c.info.run_id].startswith("finetune iteration") for c in stopped), resumed  # from a state

@@ -26,6 +26,12 @@
   many jobs failed (the ``dlexp`` command exits 1 when all did, from
   :func:`dlexp.sweep.jobs.multirun_outcome`). A sweep that dies before its end still ends its parent
   (FAILED), from an ``atexit`` hook.
+* Ctrl-C / SIGTERM: while the sweep is open, :mod:`dlexp.interrupt` waits for its children to stop being
+  RUNNING before the launching process lets its workers be killed; then :func:`stop_open_sweeps` (from
+  the ``dlexp`` command) cancels SLURM's jobs, ends any child still RUNNING KILLED
+  (:mod:`dlexp.sweep.interrupted`) and the parent KILLED, tagged ``dlexp.stopped`` = ``k of n jobs
+  finished``. With ``hydra/launcher=slurm*`` and no accounting, submitit's failing sacct polls (and
+  their noise) are not made (:mod:`dlexp.sweep.sacct`).
 """
 import atexit
 import logging
@@ -35,9 +41,10 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
+from .. import interrupt
 from ..longlived import freeze_long_lived
 from ..provenance import git_commit
-from . import failures, jobs, precheck
+from . import failures, interrupted, jobs, precheck, sacct
 from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
 from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, table_csv, table_markdown, table_text
@@ -95,17 +102,30 @@ class MlflowSweep(Callback):
         self.register_as = None
         self._open = False
         self._warm = None  # the thread preparing the pictures while the jobs run
+        self.total = None  # how many jobs the sweep is to run (trials, for Optuna), if known
+        self.slurm = False  # its jobs are SLURM's (hydra/launcher=slurm*), not this machine's processes
 
     def __getstate__(self):
         """Launchers pickle the callbacks into each job (joblib, submitit): the parent's client stays here."""
         return {**self.__dict__, "tracker": None, "_open": False, "_warm": None}
 
+    def _children_running(self) -> bool:
+        """Whether a child run of the parent is RUNNING (what a stopped sweep waits for its workers to end)."""
+        return bool(self.tracker.client.search_runs(
+            [self.tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{self.tracker.run_id}' and "
+            "attributes.status = 'RUNNING'", max_results=1))
+
     # the launching process --------------------------------------------------
     def on_multirun_start(self, config, **kwargs) -> None:
         _fast_composition()
         _check_cluster_or_exit(config)
-        _check_jobs_or_exit(config)
+        checked = _check_jobs_or_exit(config)
+        self.total = config.hydra.sweeper.get("n_trials") or checked  # Optuna: its trials, not its choices
         _quiet_optuna(config)
+        self.slurm = str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher")
+        if self.slurm:
+            sacct.quiet_if_no_accounting()
+        _OPEN.append(self)
         self.sweep_dir = Path(str(config.hydra.sweep.dir))
         swept, fixed = sweep_overrides(config)
         self.keys = list(dict.fromkeys(override_key(o) for o in swept))
@@ -153,6 +173,7 @@ class MlflowSweep(Callback):
         run_id = self.tracker.start(name, params, tags)
         self._open = True
         atexit.register(self._abort)
+        interrupt.wait_for(self._children_running)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         (self.sweep_dir / PARENT_FILE).write_text(run_id + "\n")
         _write_config(config, self.sweep_dir / "sweep_config.yaml")
@@ -167,6 +188,7 @@ class MlflowSweep(Callback):
     def on_multirun_end(self, config, **kwargs) -> None:
         if self._open:
             self._finish(aborted=False)
+        _forget(self)
         outcome = jobs.multirun_outcome()
         if outcome and 0 < outcome[0] < outcome[1]:  # all failed: the dlexp command says so, and exits 1
             print(f"dlexp: {outcome[0]} of {outcome[1]} jobs failed (see the table)", file=sys.stderr, flush=True)
@@ -179,8 +201,23 @@ class MlflowSweep(Callback):
             except Exception as e:  # at exit, never raise
                 print(f"dlexp: could not end the sweep's parent run: {e}", file=sys.stderr)
 
-    def _finish(self, aborted: bool) -> None:
-        self._open = False
+    def stop(self, why: str) -> str:
+        """Ctrl-C / SIGTERM (the workers already stopped, :func:`stop_open_sweeps`): SLURM's jobs cancelled and
+        waited for, a child still RUNNING ended KILLED, the parent KILLED; returns ``k of n jobs finished``."""
+        _forget(self)
+        if self._open and self.slurm:
+            interrupted.cancel_cluster_jobs(self.sweep_dir, self._children_running)
+        ended = jobs.records(self.sweep_dir)
+        finished = sum(r["status"] == jobs.COMPLETED for r in ended)
+        text = f"{finished} of {self.total} jobs finished" if self.total else f"{finished} jobs finished"
+        if self._open:
+            interrupted.end_running_children(self.tracker, why)
+            self._finish(aborted=True, stopped=f"{text} ({why})")
+        return text
+
+    def _finish(self, aborted: bool, stopped: str = None) -> None:
+        """The table, pictures and metrics logged to the parent, then its end (open until then: a Ctrl-C while
+        the table is drawn still ends it, KILLED)."""
         tracker = self.tracker
         parent = tracker.client.get_run(tracker.run_id)
         rows, metric, children = sweep_table(tracker.client, parent)
@@ -207,9 +244,13 @@ class MlflowSweep(Callback):
             if self.register_as:
                 tags.update(self._register(best["run_id"]))
         tracker.log_metrics(summary, 0)
-        tracker.set_tags(tags)
+        tracker.set_tags({**tags, **({interrupted.STOPPED_TAG: stopped} if stopped else {})})
         # failed jobs are outcomes of the sweep; a sweep that stopped early, or where no job finished, failed
         failed = aborted or not (counts["FINISHED"] or counts["PRUNED"] or counts["SKIPPED"]) or counts["RUNNING"] > 0
+        self._open = False
+        if stopped:  # by the user, resumable: KILLED, with how far it got; its table is in the run
+            tracker.end("KILLED")
+            return
         tracker.end("FAILED" if failed else "FINISHED")
         if self.print_table:
             self._print(rows, metric, best, "FAILED" if failed else "FINISHED")
@@ -286,6 +327,21 @@ class MlflowSweep(Callback):
             log.warning("could not record the failed job in MLflow: %s", e)
 
 
+_OPEN = []  # this process's sweeps that have started and not ended
+
+
+def _forget(sweep) -> None:
+    if sweep in _OPEN:
+        _OPEN.remove(sweep)
+    if sweep.tracker is not None:
+        interrupt.forget(sweep._children_running)
+
+
+def stop_open_sweeps(why: str) -> list:
+    """Ctrl-C / SIGTERM: each open sweep of this process ended KILLED; what each says (``k of n jobs finished``)."""
+    return [sweep.stop(why) for sweep in list(_OPEN)]
+
+
 def _warm_up(client, run_id: str) -> None:
     """In a thread while the jobs run (they wait on the store, the GIL is free): matplotlib imported with its
     font, MLflow's metric-history query compiled, so the pictures at the end cost only their drawing."""
@@ -340,7 +396,7 @@ def _check_cluster_or_exit(config) -> None:
         raise SystemExit(2)
 
 
-def _check_jobs_or_exit(config) -> None:
+def _check_jobs_or_exit(config):
     """Every job's config composed and validated; a bad one ends the command here, with one line and
     exit 2 (Hydra would turn an exception raised by a callback into a warning and run the jobs)."""
     from ..config import ConfigError
@@ -352,5 +408,6 @@ def _check_jobs_or_exit(config) -> None:
         raise SystemExit(2) from None
     except Exception as e:  # a fault of the check itself: each job still validates its own config
         log.warning("could not check the sweep's jobs before they start: %s: %s", type(e).__name__, e)
-        return
+        return None
     log.debug("the configs of the sweep's %d jobs are valid", n)
+    return n

@@ -11,9 +11,13 @@ generator.
 """
 import contextlib
 import random
+import signal
+import time
 
 import numpy as np
 import torch
+
+SAME_STOP_S = 2.0  # signals this close to the first are the same stop
 
 
 def to_numpy(tree):
@@ -83,18 +87,26 @@ class StopRequest:
 
     While a loop polls (``polling``), a signal only sets ``requested``: the loop
     finishes its step, saves its state and raises KeyboardInterrupt. Anywhere
-    else, or at a second signal, it raises KeyboardInterrupt at once.
+    else it raises KeyboardInterrupt at once. Signals within :data:`SAME_STOP_S`
+    of the first are the same stop sent by several hands (a Ctrl-C reaches every
+    process of the terminal's group, and a sweep also passes it on to its
+    workers) and are ignored; a later one raises at once.
     """
 
     def __init__(self):
         self.requested = False
         self.polled = False
+        self.first_at = None
 
     def __call__(self, signum, frame):
-        if self.polled and not self.requested:
+        now = time.monotonic()
+        if self.first_at is not None and now - self.first_at < SAME_STOP_S:
+            return
+        first, self.first_at = self.first_at is None, now
+        if self.polled and first:
             self.requested = True
             return
-        raise KeyboardInterrupt(f"signal {signum}")
+        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager

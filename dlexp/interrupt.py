@@ -1,0 +1,111 @@
+"""Ctrl-C and SIGTERM at any moment of a command: one ``KeyboardInterrupt`` in the process that got them,
+after the processes it started have been asked to stop too and given time to end their runs.
+
+* :func:`install`, the first lines of a command's ``main``: SIGINT and SIGTERM raise KeyboardInterrupt
+  (Python's default for SIGTERM is to die at once, with nothing printed and no run ended). Handlers
+  someone else set (submitit's in its jobs, a run's own :class:`dlexp.train.state.StopRequest`) are
+  left alone.
+* On the first signal, every process the command started (a joblib sweep's workers, submitit's local
+  jobs) gets SIGTERM, so the run each is training saves its state and ends KILLED; while one of them
+  lives, the handler waits (at most :data:`GRACE_S`) for the waiters registered with :func:`wait_for`
+  (a sweep's: "a child run is still RUNNING") before raising. A second signal raises at once.
+* :func:`kill_descendants`: whatever is still alive after that is killed, so no worker outlives the
+  command (joblib would otherwise leave its idle workers for minutes).
+"""
+import contextlib
+import signal
+import time
+
+GRACE_S = 30.0  # how long the processes a command started get to save and end their runs
+_DEFAULTS = (signal.SIG_DFL, signal.default_int_handler)
+_state = {"stopping": False, "waiters": []}
+
+
+def install() -> None:
+    """SIGINT and SIGTERM -> KeyboardInterrupt in this process, unless a handler of someone else's is set."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
+            if signal.getsignal(sig) in _DEFAULTS:
+                signal.signal(sig, _on_signal)
+
+
+def wait_for(still_busy) -> None:
+    """Register ``still_busy()`` (True while something must be waited for) for the first signal's wait."""
+    _state["waiters"].append(still_busy)
+
+
+def forget(still_busy) -> None:
+    with contextlib.suppress(ValueError):
+        _state["waiters"].remove(still_busy)
+
+
+def _on_signal(signum, frame):
+    name = signal.Signals(signum).name
+    if not _state["stopping"]:
+        _state["stopping"] = True
+        _stop_descendants()
+    raise KeyboardInterrupt(f"signal {name}")
+
+
+def _descendants() -> list:
+    """The processes this one started, and theirs, but multiprocessing's / loky's resource trackers: they end
+    when this process does, and killing them first makes joblib start one again and print tracebacks."""
+    import psutil
+
+    try:
+        children = psutil.Process().children(recursive=True)
+    except psutil.Error:
+        return []
+    return [c for c in children if not _is_resource_tracker(c)]
+
+
+def _is_resource_tracker(process) -> bool:
+    import psutil
+
+    try:
+        return any("resource_tracker" in part for part in process.cmdline()[:4])
+    except psutil.Error:
+        return True
+
+
+def _busy() -> bool:
+    for still_busy in list(_state["waiters"]):
+        try:
+            if still_busy():
+                return True
+        except Exception:  # a waiter that cannot tell (the store is what failed) holds nothing up
+            continue
+    return False
+
+
+def _stop_descendants() -> None:
+    """SIGTERM to every process this one started; then wait while one lives and a waiter is busy."""
+    import psutil
+
+    children = _descendants()
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_S
+    while time.monotonic() < deadline and any(_alive(c) for c in children) and _busy():
+        time.sleep(0.1)
+
+
+def _alive(process) -> bool:
+    import psutil
+
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def kill_descendants(timeout: float = 5.0) -> None:
+    """Every process this one started, and theirs, killed (SIGKILL) and reaped."""
+    import psutil
+
+    children = _descendants()
+    for child in reversed(children):
+        with contextlib.suppress(psutil.Error):
+            child.kill()
+    psutil.wait_procs(children, timeout=timeout)
