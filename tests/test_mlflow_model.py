@@ -123,6 +123,23 @@ def test_logged_model_has_the_runs_metrics_at_its_step(trained):
     assert all(len(v) <= 1 for k, v in at_step.items() if k != "best_valid_error"), at_step  # (also the summary's)
 
 
+def test_registered_version_is_linked_both_ways_and_the_model_is_named_after_its_run(trained):
+    """What the UI's pages read: the logged model (named mlp-digits-<run id[:8]>) lists its version
+    (``mlflow.modelVersions``), the version names the model, the registered model says what it holds."""
+    import mlflow
+
+    _, store, run = trained
+    client = MlflowClient(store)
+    model_id = run.outputs.model_outputs[0].model_id
+    mlflow.set_tracking_uri(store)
+    model = mlflow.get_logged_model(model_id)
+    assert model.name == f"mlp-digits-{run.info.run_id[:8]}"
+    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": NAME, "version": "1"}]
+    (version,) = client.search_model_versions(f"name = '{NAME}'")
+    assert (version.model_id, version.run_id, version.version) == (model_id, run.info.run_id, "1")
+    assert "mlp on digits" in client.get_registered_model(NAME).description
+
+
 def test_registered_version_and_alias_resolve_for_dlexp_predict(trained, rows, by_run, tmp_path):
     cwd, store, run = trained
     client = MlflowClient(store)
@@ -324,6 +341,8 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
     parent = client.get_run(client.get_run(best.run_id).data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dlexp.best_run_id"] == best.run_id
     assert len(client.search_model_versions("name = 'digits-sweep'")) == 1  # the jobs did not register
+    linked = client.get_logged_model(best.model_id).tags["mlflow.modelVersions"]
+    assert json.loads(linked) == [{"name": "digits-sweep", "version": "1"}]
     # every child's model loads and predicts (MLflow's serving check of the input example ran for the first)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     x = load_dataset(DatasetConfig(name="digits")).test.x[:7]
@@ -333,7 +352,8 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
         assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 64)
         assert model.predict(x)["label"].shape == (7,)
         with mlmodel.mlflow_target(store):  # its input example is served (MLflow checked the first one's only)
-            served = _validate_serving_input(f"runs:/{child.info.run_id}/{mlmodel.NAME}",
+            name = mlmodel.model_name("logreg", "digits", child.info.run_id)  # MLflow's runs:/ resolves names
+            served = _validate_serving_input(f"runs:/{child.info.run_id}/{name}",
                                              convert_input_example_to_serving_input(x))
         assert np.asarray(served["label"]).shape == (7,)
 
