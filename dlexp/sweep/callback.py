@@ -40,7 +40,7 @@ from ..provenance import git_commit
 from . import failures, jobs, precheck
 from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
-from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, table_csv, table_markdown, table_text
+from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, runs_page, table_csv, table_markdown, table_text
 
 log = logging.getLogger("dlexp")
 
@@ -188,7 +188,7 @@ class MlflowSweep(Callback):
         for name in ("optimization_results.yaml", "multirun.yaml"):
             if (self.sweep_dir / name).is_file():
                 tracker.log_artifact(self.sweep_dir / name)
-        md = table_markdown(rows, metric)
+        md = table_markdown(rows, metric, runs_page(tracker.uri, parent.info.experiment_id))
         (self.sweep_dir / TABLE_CSV).write_text(table_csv(rows, metric))
         (self.sweep_dir / TABLE_MD).write_text(md)
         tracker.log_artifact(self.sweep_dir / TABLE_CSV)
