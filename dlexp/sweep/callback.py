@@ -226,8 +226,9 @@ class MlflowSweep(Callback):
             from .study import study_pictures
 
             out = self.sweep_dir / "images"
-            for path in pictures(self.tracker.client, parent, rows, children, self.keys, out) + \
-                    study_pictures(parent, children, self.keys, out):
+            for path in pictures(self.tracker.client, parent, rows, children, self.keys, out):
+                self.tracker.log_artifact(path, "images")
+            for path in study_pictures(parent, children, self.keys, out):
                 self.tracker.log_artifact(path, "images")
         except Exception as e:  # a picture is not worth a failed sweep
             log.warning("could not draw the sweep's pictures: %s: %s", type(e).__name__, e)

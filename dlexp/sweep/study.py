@@ -1,6 +1,7 @@
 """An Optuna sweep's study pictures, for its parent run's ``images/``: ``optuna_history.png`` (Optuna's
 optimisation history: each trial's objective and the best so far) and ``optuna_importance.png``
-(Optuna's parameter importances, fANOVA), each with its data as CSV.
+(Optuna's parameter importances from its random-forest evaluator, drawn here: Optuna 2.10's fANOVA and
+its importance plot fail with today's scikit-learn and matplotlib), each with its data as CSV.
 
 The study is rebuilt from the sweep's child runs, in the order they started (the sweeper's own study
 lives in memory, :mod:`dlexp.sweep.optuna_setup`): a FINISHED run is a COMPLETE trial with its
@@ -13,7 +14,7 @@ import warnings
 from pathlib import Path
 
 from .grid import key_value, log_spaced, numeric, ordered
-from .plots import _write_csv, log_keys, metric_label, what_was_swept
+from .plots import _figure, _write_csv, log_keys, metric_label, what_was_swept
 from .table import objective, status
 
 log = logging.getLogger("dlexp")
@@ -71,19 +72,21 @@ def _save(ax, path: Path) -> Path:
 
 
 def _history(study, metric, title, out: Path) -> list:
+    import matplotlib
     from optuna.visualization.matplotlib import plot_optimization_history
 
-    ax = plot_optimization_history(study, target_name=metric_label(metric))
-    ax.set_title(f"{title}\noptimisation history of {len(study.trials)} trials", fontsize=10)
+    with matplotlib.rc_context():  # Optuna sets pyplot's style (ggplot) for the process: for this picture only
+        ax = plot_optimization_history(study, target_name=metric_label(metric))
+        ax.set_title(f"{title}\noptimisation history of {len(study.trials)} trials", fontsize=10)
+        _save(ax, out / "optuna_history.png")
     rows = [[t.number, t.state.name, "" if t.value is None else t.value] for t in study.trials]
-    return [_save(ax, out / "optuna_history.png"),
+    return [out / "optuna_history.png",
             _write_csv(out / "optuna_history.csv", ["trial", "state", metric], rows)]
 
 
 def _importance(study, metric, title, out: Path) -> list:
-    from optuna.importance import get_param_importances
+    from optuna.importance import MeanDecreaseImpurityImportanceEvaluator, get_param_importances
     from optuna.trial import TrialState
-    from optuna.visualization.matplotlib import plot_param_importances
 
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     varying = {k for k in study.trials[0].distributions} if study.trials else set()
@@ -92,10 +95,19 @@ def _importance(study, metric, title, out: Path) -> list:
         log.info("no parameter-importance picture: it needs 2 completed trials whose params vary (%d completed)",
                  len(complete))
         return []
-    importances = get_param_importances(study)
-    ax = plot_param_importances(study)
-    ax.set_title(f"{title}\nparameter importances (fANOVA), {len(complete)} completed trials", fontsize=10)
-    return [_save(ax, out / "optuna_importance.png"),
+    importances = get_param_importances(study, evaluator=MeanDecreaseImpurityImportanceEvaluator(seed=0))
+    fig = _figure(7.2, 1.6 + 0.45 * len(importances))
+    fig.subplots_adjust(left=0.3)
+    ax = fig.subplots()
+    names = list(importances)[::-1]  # the most important on top
+    ax.barh(names, [importances[n] for n in names], color="tab:blue")
+    for y, name in enumerate(names):
+        ax.text(importances[name], y, f" {importances[name]:.2f}", va="center", fontsize=9)
+    ax.set_xlim(0, 1.1)
+    ax.set_xlabel(f"importance for {metric_label(metric)} (Optuna, random forest)")
+    ax.set_title(f"{title}\nparameter importances, {len(complete)} completed trials", fontsize=10)
+    fig.savefig(out / "optuna_importance.png")
+    return [out / "optuna_importance.png",
             _write_csv(out / "optuna_importance.csv", ["param", "importance"], list(importances.items()))]
 
 
@@ -108,6 +120,7 @@ def study_pictures(parent, children, keys, out: Path) -> list:
     matplotlib.use("Agg")  # Optuna draws with pyplot: no window, in any process
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # "A new study created in memory ..."
     with warnings.catch_warnings():  # Optuna's matplotlib plots and create_trial are "experimental"
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         study, metric = rebuilt_study(parent, children, keys)
