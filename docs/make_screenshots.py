@@ -80,12 +80,23 @@ def pages(store: str, url: str) -> dict:
     ids = json.dumps([c.info.run_id for c in children])
     compare = "compare-runs?" + urllib.parse.urlencode({"runs": ids, "experiments": json.dumps([exp])})
     return {
-        "mlflow_runs": (f"{url}/#/experiments/{exp}/runs", children[0].info.run_name),
+        "mlflow_runs": (f"{url}/#/experiments/{exp}/runs", parent.info.run_name),
         "mlflow_compare": (f"{url}/#/{compare}", "Comparing"),
         "mlflow_heatmap": (f"{url}/#/experiments/{exp}/runs/{parent_id}/artifacts/images/sweep_heatmap.png",
                            "sweep_heatmap.png"),
-        "mlflow_model": (f"{url}/#/experiments/{exp}/models/{version.model_id}", REGISTERED),
+        "mlflow_model": (f"{url}/#/experiments/{exp}/models/{version.source.removeprefix('models:/')}", REGISTERED),
     }
+
+
+EXPAND = 'button[data-component-id*="runnamecellrenderer"]'  # the runs list's +: a parent's children
+CLOSE = 'button[aria-label="Close"]'  # the MLflow Assistant's side panel
+
+
+def _click(page, selector: str) -> None:
+    """Click the first match if the page has one (the UI of another MLflow version may not)."""
+    button = page.locator(selector).first
+    if button.count() and button.is_visible():
+        button.click()
 
 
 def shoot_playwright(shots: dict, out: Path, chromium: str) -> None:
@@ -97,6 +108,9 @@ def shoot_playwright(shots: dict, out: Path, chromium: str) -> None:
         for name, (address, text) in shots.items():
             page.goto(address)
             page.get_by_text(text, exact=False).first.wait_for(timeout=60000)
+            _click(page, CLOSE)
+            if name == "mlflow_runs":
+                _click(page, EXPAND)
             page.wait_for_timeout(2500)  # charts and images finish drawing
             page.screenshot(path=str(out / f"{name}.png"))
         browser.close()
@@ -116,7 +130,7 @@ def shrink(path: Path) -> None:
     from PIL import Image
 
     img = Image.open(path).convert("RGB")
-    img.quantize(256, method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+    img.quantize(256, method=Image.Quantize.FASTOCTREE).save(path, optimize=True)
 
 
 def main(argv=None) -> int:

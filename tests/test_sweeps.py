@@ -517,3 +517,45 @@ def test_mlflow_ui_shows_the_sweep(grid, tmp_path):
     assert img.size == (1800, 1200) and len(img.convert("L").getcolors(1 << 16)) > 16  # not a blank page
     MlflowClient(store).log_artifact(parent.info.run_id, str(shot), "ui")
     print(f"screenshot: {shot}")
+
+
+def _sync_playwright():
+    """Playwright's sync API, or None where it is not installed (the test extra installs it; no browser is
+    downloaded: it drives the system's chromium)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    return sync_playwright
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="apt-get install chromium")
+def test_mlflow_ui_in_a_browser_lists_the_children_and_draws_a_child_s_charts(grid, tmp_path):
+    """A real `mlflow ui` in headless Chromium (driven by Playwright; without it, chromium --dump-dom): the
+    runs list shows the sweep's children by name once the parent is expanded, and a child's model-metrics
+    page draws its charts (plotly)."""
+    parent, children = grid["parent"], grid["children"]
+    url, exp = grid["ui"].url(), parent.info.experiment_id
+    runs_page = f"{url}/#/experiments/{exp}/runs"
+    charts_page = f"{url}/#/experiments/{exp}/runs/{children[0].info.run_id}/model-metrics"
+    sync_playwright = _sync_playwright()
+    if sync_playwright is None:  # the parent's children are listed in the page's data, expanded or not
+        assert "js-plotly-plot" in _chromium(tmp_path, "--dump-dom", charts_page).stdout
+        return
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(runs_page)
+            page.get_by_text(parent.info.run_name, exact=True).first.wait_for(timeout=90000)
+            page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # the parent's +
+            for child in children:
+                page.get_by_text(child.info.run_name, exact=True).first.wait_for(timeout=30000)
+            page.goto(charts_page)
+            chart = page.locator(".js-plotly-plot").first
+            chart.wait_for(timeout=90000)
+            box = chart.bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 100, box
+            page.screenshot(path=str(tmp_path / "charts.png"))
+        finally:
+            browser.close()
