@@ -12,6 +12,7 @@ raises :class:`RegistryError`, one line naming it and what there is instead. A n
 both ways, as MLflow's own registration does: the version names the logged model (``model_id``) and
 the logged model lists the version (its ``mlflow.modelVersions`` tag, which the UI's model page reads).
 """
+import contextlib
 import re
 from dataclasses import dataclass
 from typing import Optional
@@ -70,11 +71,18 @@ def run_model_id(client, run_id: str) -> str:
 def _link(client, name: str, version: str, model_id: str) -> None:
     """The version on the logged model's ``mlflow.modelVersions`` tag: MLflow's own step (the tracking
     store's ``set_model_versions_tags``, which an MLflow server runs when it creates a version and
-    ``mlflow.register_model`` repeats client-side); it adds the version once, so a server's link is kept."""
+    ``mlflow.register_model`` repeats client-side); it adds the version once, so a server's link is kept.
+    It reads the tag and writes it back: in a sqlite store, under a lock beside the database, so versions of
+    one model registered at once are all listed (a server links them itself)."""
+    from filelock import FileLock
+
+    from .store import sqlite_path
     from .tracking import retry_locked
 
     store = getattr(client, "_client", client)._tracking_client.store
-    retry_locked(store.set_model_versions_tags, name=name, version=version, model_id=model_id)
+    path = sqlite_path(client.tracking_uri)
+    with FileLock(f"{path}.registry.lock") if path else contextlib.nullcontext():
+        retry_locked(store.set_model_versions_tags, name=name, version=version, model_id=model_id)
 
 
 def register(client, run_id: str, name: str, alias: str = None) -> str:

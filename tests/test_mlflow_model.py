@@ -134,10 +134,30 @@ def test_registered_version_is_linked_both_ways_and_the_model_is_named_after_its
     mlflow.set_tracking_uri(store)
     model = mlflow.get_logged_model(model_id)
     assert model.name == f"mlp-digits-{run.info.run_id[:8]}"
-    assert json.loads(model.tags["mlflow.modelVersions"]) == [{"name": NAME, "version": "1"}]
+    linked = json.loads(model.tags["mlflow.modelVersions"])
+    assert [v for v in linked if v["name"] == NAME] == [{"name": NAME, "version": "1"}]
     (version,) = client.search_model_versions(f"name = '{NAME}'")
     assert (version.source, version.run_id, version.version) == (f"models:/{model_id}", run.info.run_id, "1")
     assert "mlp on digits" in client.get_registered_model(NAME).description
+
+
+def test_eight_registrations_at_once_each_get_a_version_and_all_are_linked(trained, tmp_path):
+    """8 processes register the same run's model as one name at the same moment: versions 1..8, each once,
+    and the logged model lists all 8 (its link is read and written back under the store's lock)."""
+    _, store, run = trained
+    code = ("import sys, time; from pathlib import Path; from dlexp import model_registry; "
+            "from dlexp.tracking import RetryingClient; client = RetryingClient(sys.argv[1], create=False); "
+            "d = Path(sys.argv[3]); (d / sys.argv[4]).touch(); "
+            "exec('while len(list(d.iterdir())) < 8: time.sleep(0.01)'); "
+            "print(model_registry.register(client, sys.argv[2], 'digits-mlp-8'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, store, run.info.run_id, str(tmp_path), str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    assert sorted(int(o) for o, _ in outs) == list(range(1, 9))
+    client = MlflowClient(store)
+    linked = json.loads(client.get_logged_model(run.outputs.model_outputs[0].model_id).tags["mlflow.modelVersions"])
+    assert sorted(int(v["version"]) for v in linked if v["name"] == "digits-mlp-8") == list(range(1, 9))
 
 
 def test_registered_version_and_alias_resolve_for_dlexp_predict(trained, rows, by_run, tmp_path):
