@@ -56,6 +56,13 @@ def is_dlexp_model(logged) -> bool:
     return KIND_TAG in (logged.tags or {}) or logged.name == NAME
 
 
+def run_models(client, run_id: str) -> list:
+    """The LoggedModels dlexp logged for the run, oldest step first."""
+    run = client.get_run(run_id)
+    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: o.step)
+    return [m for m in (client.get_logged_model(o.model_id) for o in outputs) if is_dlexp_model(m)]
+
+
 @functools.lru_cache(maxsize=1)
 def _staging() -> tempfile.TemporaryDirectory:
     """A ``dlexp`` folder with only what the model needs, for MLflow's ``code_paths``: made once a
@@ -126,7 +133,8 @@ def log_model(tracker, checkpoint_path, example, step: int = 0, kind: str = None
     served = (kind, example.shape[1:])
     tags = {KIND_TAG: kind or "model", DATASET_TAG: dataset}
     with mlflow_target(tracker.uri, tracker.experiment_id):
-        info = Model.log(artifact_path=None, name=model_name(kind or "model", dataset, tracker.run_id), flavor=_Pyfunc, run_id=tracker.run_id, step=step,
+        name = model_name(kind or "model", dataset, tracker.run_id)
+        info = Model.log(artifact_path=None, name=name, flavor=_Pyfunc, run_id=tracker.run_id, step=step,
                          python_model=str(CODE), artifacts={"checkpoint": str(checkpoint_path)},
                          code_paths=[str(Path(_staging().name) / "dlexp")], input_example=example[:EXAMPLE_ROWS],
                          pip_requirements=requirements(), tags=tags,
@@ -166,11 +174,10 @@ def load(model_uri: str, tracking_uri: str = None):
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from .model_registry import run_model_id
-
     tracking_uri = tracking_uri or mlflow.get_tracking_uri()
     run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
     if model_uri.startswith("runs:/") and path.strip("/") == NAME:
-        model_uri = f"models:/{run_model_id(MlflowClient(tracking_uri), run_id)}"
+        models = run_models(MlflowClient(tracking_uri), run_id)
+        model_uri = f"models:/{models[-1].model_id}" if models else model_uri
     with mlflow_target(tracking_uri):
         return mlflow.pyfunc.load_model(model_uri)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .checks import ConfigError
-from .mlmodel import DATASET_TAG, KIND_TAG, NAME as MODEL_NAME, is_dlexp_model, mlflow_target
+from .mlmodel import DATASET_TAG, KIND_TAG, NAME as MODEL_NAME, is_dlexp_model, mlflow_target, run_models
 USAGE = "models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/latest or runs:/<run id>/<path>"
 
 
@@ -53,16 +53,9 @@ def _missing(e) -> bool:
     return getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower()
 
 
-def _run_models(client, run_id: str) -> list:
-    """The LoggedModels dlexp logged for the run, oldest step first."""
-    run = client.get_run(run_id)
-    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: o.step)
-    return [m for m in (client.get_logged_model(o.model_id) for o in outputs) if is_dlexp_model(m)]
-
-
 def run_model_id(client, run_id: str) -> str:
     """The id of the model dlexp logged for the run (the latest, if it logged more than one)."""
-    models = _run_models(client, run_id)
+    models = run_models(client, run_id)
     if not models:
         raise RegistryError(f"run {run_id} has no logged model to register (tracking.log_model=false?)")
     return models[-1].model_id

@@ -1,7 +1,8 @@
 """The tracking store: which URIs dlexp tracks to, and a sqlite store built once, never half.
 
 A sqlite store is built once, whoever asks first: under an exclusive lock
-on ``<db>.lock`` beside it (filelock's reader/writer lock, on any OS), in a temp file of the same directory (MLflow creates
+on ``<db>.lock`` beside it (filelock's reader/writer lock, on any OS), in a
+temp file of the same directory (MLflow creates
 and migrates it there) that is renamed onto ``<db>`` only when complete, so N
 runs started together never migrate one file at once and a full disk or a kill
 never leaves a half-built store. An existing complete store is only looked at,

@@ -310,7 +310,8 @@ def _grid_run(lr, l2, error):
     return NS(info=NS(run_id=run_id, run_name=run_id, status="FINISHED", start_time=0, end_time=1000,
                       experiment_id="1"),
               data=NS(metrics={"best_valid_error": error},
-                      params={"optimizer.lr": lr, "regularization.l2": l2, "model.name": "mlp", "dataset.name": "digits"},
+                      params={"optimizer.lr": lr, "regularization.l2": l2, "model.name": "mlp",
+                              "dataset.name": "digits"},
                       tags={"dlexp.overrides": f"optimizer.lr={lr} regularization.l2={l2}"}))
 
 

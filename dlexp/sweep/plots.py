@@ -277,7 +277,8 @@ def figures(client, parent, rows, children, keys, curves=True) -> dict:
     elif len(keys) == 1:
         out["sweep_line"] = line(children, keys[0], metric, direction, title, keys[0] in log_keys(parent, keys))
     if curves:
-        out["sweep_curves"] = overlaid_curves(client, rows, children, what_was_swept(children, keys, curve_metric(children)))
+        curves_title = what_was_swept(children, keys, curve_metric(children))
+        out["sweep_curves"] = overlaid_curves(client, rows, children, curves_title)
     return out
 
 

@@ -6,8 +6,9 @@
 reports ``valid_error`` to an Optuna trial whose study holds the validation curves of the sweep's
 finished runs, read from MLflow. When the pruner says so it raises
 :class:`dlexp.train.result.Pruned` (its ``value``: the best validation error so far); the run code ends
-the run FINISHED and tags it ``dlexp.pruned`` (it is an outcome of the sweep, not a crash), and :class:`~dlexp.sweep.callback.MlflowSweep` turns the
-job into a completed one with that value, so the sweeper carries on.
+the run FINISHED and tags it ``dlexp.pruned`` (an outcome of the sweep, not a crash), and
+:class:`~dlexp.sweep.callback.MlflowSweep` turns the job into a completed one with that value, so the
+sweeper carries on.
 """
 import warnings
 
