@@ -137,7 +137,7 @@ def test_registered_version_is_linked_both_ways_and_the_model_is_named_after_its
     linked = json.loads(model.tags["mlflow.modelVersions"])
     assert [v for v in linked if v["name"] == NAME] == [{"name": NAME, "version": "1"}]
     (version,) = client.search_model_versions(f"name = '{NAME}'")
-    assert (version.source, version.run_id, version.version) == (f"models:/{model_id}", run.info.run_id, "1")
+    assert (version.source, version.run_id, str(version.version)) == (f"models:/{model_id}", run.info.run_id, "1")
     assert "mlp on digits" in client.get_registered_model(NAME).description
 
 

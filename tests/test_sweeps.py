@@ -531,19 +531,22 @@ def _sync_playwright():
 
 @pytest.mark.skipif(CHROMIUM is None, reason="apt-get install chromium")
 def test_mlflow_ui_in_a_browser_lists_the_children_and_draws_a_child_s_charts(grid, tmp_path):
-    """A real `mlflow ui` in headless Chromium (driven by Playwright; without it, chromium --dump-dom): the
-    runs list shows the sweep's children by name once the parent is expanded, and a child's model-metrics
-    page draws its charts (plotly)."""
+    """A real `mlflow ui` in headless Chromium driven by Playwright: the runs list shows the sweep's children
+    by name once the parent is expanded, and a child's model-metrics page draws its charts (plotly). Without
+    Playwright, chromium --dump-dom: the compare view names the children and draws its plot."""
     parent, children = grid["parent"], grid["children"]
     url, exp = grid["ui"].url(), parent.info.experiment_id
     runs_page = f"{url}/#/experiments/{exp}/runs"
     charts_page = f"{url}/#/experiments/{exp}/runs/{children[0].info.run_id}/model-metrics"
     sync_playwright = _sync_playwright()
-    if sync_playwright is None:  # chromium's virtual time does not always reach the charts: up to 3 looks
-        doms = []
-        while len(doms) < 3 and not any("js-plotly-plot" in d for d in doms):
-            doms.append(_chromium(tmp_path, "--dump-dom", charts_page, size="1280,800").stdout)
-        assert "js-plotly-plot" in doms[-1], doms[-1][-2000:]
+    if sync_playwright is None:  # chromium --dump-dom: the compare view (a run page's charts are drawn lazily)
+        import html
+
+        compare = f"{url}/#/compare-runs?" + urllib.parse.urlencode({
+            "runs": json.dumps([c.info.run_id for c in children]), "experiments": json.dumps([exp])})
+        dom = _chromium(tmp_path, "--dump-dom", compare).stdout
+        text = html.unescape(re.sub(r"<[^>]+>", " ", dom))
+        assert all(c.info.run_name in text for c in children) and "js-plotly-plot" in dom, text[-2000:]
         return
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
