@@ -9,8 +9,8 @@ what a ``models:/`` or ``runs:/`` URI names.
 
 ``client`` is an MlflowClient (dlexp's retrying one). A name, version or alias that is not there
 raises :class:`RegistryError`, one line naming it and what there is instead. A new version is linked
-both ways, as MLflow's own registration does: the version names the logged model (``model_id``) and
-the logged model lists the version (its ``mlflow.modelVersions`` tag, which the UI's model page reads).
+both ways, as MLflow's own registration does: the version's source is the logged model
+(``models:/<model id>``) and the logged model lists the version (its ``mlflow.modelVersions`` tag, which the UI's model page reads).
 """
 import contextlib
 import re
