@@ -361,7 +361,7 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
     parent = client.get_run(client.get_run(best.run_id).data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dlexp.best_run_id"] == best.run_id
     assert len(client.search_model_versions("name = 'digits-sweep'")) == 1  # the jobs did not register
-    linked = client.get_logged_model(best.model_id).tags["mlflow.modelVersions"]
+    linked = client.get_logged_model(best.source.removeprefix("models:/")).tags["mlflow.modelVersions"]
     assert json.loads(linked) == [{"name": "digits-sweep", "version": "1"}]
     # every child's model loads and predicts (MLflow's serving check of the input example ran for the first)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
