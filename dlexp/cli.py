@@ -125,6 +125,11 @@ def main() -> None:
         if any(a in ("--help", "-h") for a in sys.argv[1:]):
             print(help_text())
             return
+        from .sweep.optuna_setup import missing_sweeper
+
+        missing = missing_sweeper(sys.argv[1:])
+        if missing:
+            fail(missing)
         import hydra
         import hydra._internal.utils as hydra_utils
 

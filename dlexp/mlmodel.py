@@ -30,7 +30,8 @@ PACKAGE = Path(__file__).resolve().parent
 CODE = PACKAGE / "pyfunc_model.py"
 # what pyfunc_model imports from dlexp: the package, the model classes and the checkpoint reader
 MODEL_CODE = ("__init__.py", "checks.py", "checkpoint.py", "models")
-NAME = "model"           # the logged model's name: runs:/<run id>/model
+NAME = "model"           # what runs:/<run id>/model names: the run's dlexp model, whatever its name
+KIND_TAG, DATASET_TAG = "dlexp.model", "dlexp.dataset"  # on a logged model: what it is (mlp, digits)
 EXAMPLE_ROWS = 5
 _SERVED = set()  # (kind, input width) whose input example MLflow has served in this process
 
@@ -43,6 +44,23 @@ def requirements() -> list:
 
     return [f"mlflow=={mlflow.__version__}", f"torch=={torch.__version__.split('+')[0]}",
             f"numpy=={numpy.__version__}"]
+
+
+def model_name(kind: str, dataset: str, run_id: str) -> str:
+    """A logged model's name, after its run: ``mlp-digits-1a2b3c4d`` (the run id's first 8 digits)."""
+    return f"{kind}-{dataset}-{run_id[:8]}"
+
+
+def is_dlexp_model(logged) -> bool:
+    """A LoggedModel dlexp logged: tagged with its kind (or, in older stores, named ``model``)."""
+    return KIND_TAG in (logged.tags or {}) or logged.name == NAME
+
+
+def run_models(client, run_id: str) -> list:
+    """The LoggedModels dlexp logged for the run, oldest step first."""
+    run = client.get_run(run_id)
+    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: o.step)
+    return [m for m in (client.get_logged_model(o.model_id) for o in outputs) if is_dlexp_model(m)]
 
 
 @functools.lru_cache(maxsize=1)
@@ -100,8 +118,9 @@ class _Pyfunc:
         return mlflow.pyfunc.save_model(**kwargs)
 
 
-def log_model(tracker, checkpoint_path, example, step: int = 0, tags: dict = None, kind: str = None):
-    """Log the MLflow model of ``checkpoint_path`` to the tracker's run; returns MLflow's ModelInfo
+def log_model(tracker, checkpoint_path, example, step: int = 0, kind: str = None, dataset: str = "data"):
+    """Log the MLflow model of ``checkpoint_path`` to the tracker's run, named after the run
+    (:func:`model_name`) and tagged with ``kind`` and ``dataset``; returns MLflow's ModelInfo
     (``model_uri`` = ``models:/<model id>``, ``model_id``), or None without a run (tracking=none).
 
     ``example``: rows (N, C*H*W) float32, the input example and the data the signature is inferred from.
@@ -112,8 +131,10 @@ def log_model(tracker, checkpoint_path, example, step: int = 0, tags: dict = Non
     from mlflow.models import Model
 
     served = (kind, example.shape[1:])
+    tags = {KIND_TAG: kind or "model", DATASET_TAG: dataset}
     with mlflow_target(tracker.uri, tracker.experiment_id):
-        info = Model.log(artifact_path=None, name=NAME, flavor=_Pyfunc, run_id=tracker.run_id, step=step,
+        name = model_name(kind or "model", dataset, tracker.run_id)
+        info = Model.log(artifact_path=None, name=name, flavor=_Pyfunc, run_id=tracker.run_id, step=step,
                          python_model=str(CODE), artifacts={"checkpoint": str(checkpoint_path)},
                          code_paths=[str(Path(_staging().name) / "dlexp")], input_example=example[:EXAMPLE_ROWS],
                          pip_requirements=requirements(), tags=tags,
@@ -138,7 +159,7 @@ def earlier(tracker, step: int):
         if output.step != step:
             continue
         model = tracker.client.get_logged_model(output.model_id)
-        if model.name != NAME:
+        if not is_dlexp_model(model):
             continue
         if model.status == LoggedModelStatus.READY:
             return model
@@ -148,8 +169,15 @@ def earlier(tracker, step: int):
 
 
 def load(model_uri: str, tracking_uri: str = None):
-    """The MLflow model at ``model_uri`` (``models:/...``, ``runs:/...``, a path) as a pyfunc model."""
+    """The MLflow model at ``model_uri`` (``models:/...``, ``runs:/...``, a path) as a pyfunc model;
+    ``runs:/<run id>/model`` is the run's dlexp model (``models:/<its model id>``)."""
     import mlflow
+    from mlflow.tracking import MlflowClient
 
-    with mlflow_target(tracking_uri or mlflow.get_tracking_uri()):
+    tracking_uri = tracking_uri or mlflow.get_tracking_uri()
+    run_id, _, path = model_uri.removeprefix("runs:/").partition("/")
+    if model_uri.startswith("runs:/") and path.strip("/") == NAME:
+        models = run_models(MlflowClient(tracking_uri), run_id)
+        model_uri = f"models:/{models[-1].model_id}" if models else model_uri
+    with mlflow_target(tracking_uri):
         return mlflow.pyfunc.load_model(model_uri)

@@ -4,19 +4,22 @@ what a ``models:/`` or ``runs:/`` URI names.
     register(client, run_id, "digits-mlp")              -> "3"   (models:/digits-mlp/3)
     register(client, run_id, "digits-mlp", alias="best")         (models:/digits-mlp@best)
     resolve(client, "models:/digits-mlp@best")          -> Resolved(run_id, "<where its files are>")
-    resolve(client, "runs:/<run id>/model")             -> the run's logged model
+    resolve(client, "runs:/<run id>/model")             -> the run's logged model (mlp-digits-<run id[:8]>)
     resolve(client, "runs:/<run id>/checkpoint/best_params.pkl") -> a file among the run's artifacts
 
 ``client`` is an MlflowClient (dlexp's retrying one). A name, version or alias that is not there
-raises :class:`RegistryError`, one line naming it and what there is instead.
+raises :class:`RegistryError`, one line naming it and what there is instead. A new version is linked
+both ways, as MLflow's own registration does: the version's source is the logged model
+(``models:/<model id>``) and the logged model lists the version (its ``mlflow.modelVersions`` tag, which the UI's model page reads).
 """
+import contextlib
 import re
 import shlex
 from dataclasses import dataclass
 from typing import Optional
 
 from .checks import ConfigError
-from .mlmodel import NAME as MODEL_NAME, mlflow_target  # MODEL_NAME: what dlexp logs a run's model as
+from .mlmodel import DATASET_TAG, KIND_TAG, NAME as MODEL_NAME, is_dlexp_model, mlflow_target, run_models
 USAGE = "models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/latest or runs:/<run id>/<path>"
 
 
@@ -63,31 +66,51 @@ def _missing(e) -> bool:
     return getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower()
 
 
-def _run_model_id(client, run_id: str) -> str:
+def run_model_id(client, run_id: str) -> str:
     """The id of the model dlexp logged for the run (the latest, if it logged more than one)."""
-    run = client.get_run(run_id)
-    outputs = sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: o.step)
-    ids = [o.model_id for o in outputs if client.get_logged_model(o.model_id).name == MODEL_NAME]
-    if not ids:
-        raise RegistryError(f"run {run_id} has no logged model {MODEL_NAME!r} to register")
-    return ids[-1]
+    models = run_models(client, run_id)
+    if not models:
+        raise RegistryError(f"run {run_id} has no logged model to register (tracking.log_model=false?)")
+    return models[-1].model_id
+
+
+def _link(client, name: str, version: str, model_id: str) -> None:
+    """The version on the logged model's ``mlflow.modelVersions`` tag: MLflow's own step (the tracking
+    store's ``set_model_versions_tags``, which an MLflow server runs when it creates a version and
+    ``mlflow.register_model`` repeats client-side); it adds the version once, so a server's link is kept.
+    It reads the tag and writes it back: in a sqlite store, under a lock beside the database, so versions of
+    one model registered at once are all listed (a server links them itself)."""
+    from filelock import FileLock
+
+    from .store import sqlite_path
+    from .tracking import retry_locked
+
+    store = getattr(client, "_client", client)._tracking_client.store
+    path = sqlite_path(client.tracking_uri)
+    with FileLock(f"{path}.registry.lock") if path else contextlib.nullcontext():
+        retry_locked(store.set_model_versions_tags, name=name, version=version, model_id=model_id)
 
 
 def register(client, run_id: str, name: str, alias: str = None) -> str:
-    """Register the run's logged model as a new version of ``name`` (created if new); with ``alias``,
-    point that alias at the new version. Returns the version (a string, e.g. "3")."""
+    """Register the run's logged model as a new version of ``name`` (created if new, with a description
+    saying what it holds), linked both ways; with ``alias``, point that alias at the new version.
+    Returns the version (a string, e.g. "3")."""
     from mlflow.exceptions import MlflowException
 
     check_name(name)
-    model_id = _run_model_id(client, run_id)
+    model_id = run_model_id(client, run_id)
+    tags = client.get_logged_model(model_id).tags
+    what = f"{tags.get(KIND_TAG, 'a model')} on {tags.get(DATASET_TAG, 'its dataset')}"
     try:
-        client.create_registered_model(name)
+        client.create_registered_model(name, description=f"dlexp: {what} (tracking.register_as={name})")
     except MlflowException as e:
         if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
             raise
     # a sqlite registry looks the source models:/<model id> up in the process's MLflow store, not the client's
     with mlflow_target(client.tracking_uri):
-        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id)
+        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+                                              description=f"{what}, run {run_id}")
+    _link(client, name, str(version.version), model_id)
     if alias:
         client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
@@ -150,11 +173,12 @@ def _resolve_runs(client, rest: str, uri: str, store: str) -> Resolved:
         if _missing(e):
             raise RegistryError(f"no run {run_id} in the MLflow store {store}") from None
         raise
+    path = path.strip("/")
     for out in sorted(run.outputs.model_outputs if run.outputs else [], key=lambda o: -o.step):
         model = client.get_logged_model(out.model_id)
-        if model.name == path.strip("/"):
+        if model.name == path or (path == MODEL_NAME and is_dlexp_model(model)):
             return Resolved(run_id, model.artifact_location)
-    return Resolved(run_id, artifact=path.strip("/"))
+    return Resolved(run_id, artifact=path)
 
 
 def resolve(client, uri: str, store: str = "") -> Resolved:

@@ -51,10 +51,11 @@ def log_model(ctx, checkpoint_name: str, step: int) -> None:
         info = ctx.state is not None and mlmodel.earlier(ctx.tracker, step)
         if not info:
             info = mlmodel.log_model(ctx.tracker, ctx.out / checkpoint_name, ctx.prep.dataset.test.x, step=step,
-                                     kind=ctx.run.model.name)
+                                     kind=ctx.run.model.name, dataset=ctx.run.dataset.name)
             ctx.tracker.link_model(info.model_id, step)
         ctx.model_uri = info.model_uri
-        log.info("MLflow model %s (runs:/%s/%s)", info.model_uri, ctx.run_id, mlmodel.NAME)
+        log.info("MLflow model %s (%s, runs:/%s/%s)", info.model_uri,
+                 mlmodel.model_name(ctx.run.model.name, ctx.run.dataset.name, ctx.run_id), ctx.run_id, mlmodel.NAME)
 
 
 def finetune(ctx) -> dict:

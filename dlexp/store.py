@@ -1,7 +1,8 @@
 """The tracking store: which URIs dlexp tracks to, and a sqlite store built once, never half.
 
-A sqlite store is built once, whoever asks first: under an exclusive ``flock``
-on ``<db>.lock`` beside it, in a temp file of the same directory (MLflow creates
+A sqlite store is built once, whoever asks first: under an exclusive lock
+on ``<db>.lock`` beside it (filelock's reader/writer lock, on any OS), in a
+temp file of the same directory (MLflow creates
 and migrates it there) that is renamed onto ``<db>`` only when complete, so N
 runs started together never migrate one file at once and a full disk or a kill
 never leaves a half-built store. An existing complete store is only looked at,
@@ -17,7 +18,6 @@ server that is not MLflow) is refused in one line before any data is read.
 import contextlib
 import functools
 import errno
-import fcntl
 import json
 import logging
 import os
@@ -209,27 +209,23 @@ def check_reachable(uri: str, timeout: float = 10.0) -> None:
 # ------------------------------------------------- building a sqlite store once
 @contextlib.contextmanager
 def store_lock(path: Path, exclusive: bool):
-    """``flock`` on ``<db>.lock`` beside the store: shared to look at it, exclusive to build or migrate it.
-    Where the lock file cannot be opened (a read-only directory) a shared look goes ahead unlocked: nothing
-    can be built there."""
-    lock = path.with_name(path.name + ".lock")
-    fd = None
-    for flags in (os.O_RDWR | os.O_CREAT, os.O_RDONLY):
-        try:
-            fd = os.open(lock, flags | os.O_CLOEXEC, 0o666)
-            break
-        except OSError as e:
-            error = e
-    if fd is None:
+    """A lock on ``<db>.lock`` beside the store (filelock's ``ReadWriteLock``: sqlite's own file locks, on
+    any OS): shared to look at the store, exclusive to build or migrate it. Where the lock file cannot be
+    opened (a read-only directory) a shared look goes ahead unlocked: nothing can be built there."""
+    from filelock import ReadWriteLock
+
+    try:
+        lock = ReadWriteLock(path.with_name(path.name + ".lock"), is_singleton=False)
+    except (OSError, sqlite3.Error, ValueError):
         if exclusive:
-            raise error
+            raise
         yield
         return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-        yield
+        with lock.write_lock() if exclusive else lock.read_lock():
+            yield
     finally:
-        os.close(fd)  # releases the lock
+        lock.close()
 
 
 @functools.lru_cache(maxsize=1)

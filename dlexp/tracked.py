@@ -4,7 +4,7 @@
 
 * the body returns: FINISHED, its final metrics logged, its saved training state removed;
 * Ctrl-C / SIGTERM (``KeyboardInterrupt``): KILLED, with the command that resumes it;
-* a sweep's pruner (:class:`Pruned`): KILLED, tagged ``dlexp.pruned``;
+* a sweep's pruner (:class:`Pruned`): FINISHED, tagged ``dlexp.pruned`` (the sweep's table says PRUNED);
 * divergence (:class:`Diverged`): FAILED, the best model before it saved;
 * anything else: FAILED, with ``dlexp.error`` = the exception.
 
@@ -36,6 +36,7 @@ from . import artifacts, lineage, model_registry, resume
 from .progress import Progress
 from .provenance import git_commit, source_tags, versions
 from .sweep import parent_run_id, pruner_for
+from .sweep.context import PRUNED_TAG
 from .tracking import build_tracker
 from .train.loop import LoopOptions
 from .train.result import Diverged, Pruned
@@ -231,7 +232,7 @@ def _register(ctx) -> None:
 def _end(ctx, status: str, error: str = None) -> None:
     ctx.progress.close()
     if error and ctx.run_id:
-        ctx.tracker.set_tags({"dlexp.error": error} if status == "FAILED" else {"dlexp.pruned": error})
+        ctx.tracker.set_tags({"dlexp.error": error} if status == "FAILED" else {PRUNED_TAG: error})
     try:
         _close(ctx)
     except Exception as e:  # the run's own end matters more than its log files
@@ -262,8 +263,8 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
                 log.warning("run %s KILLED; continue it with: dlexp %s trainer.resume=%s", ctx.run_id,
                             " ".join(o for o in overrides if not o.startswith("trainer.resume=")), ctx.run_id)
             raise
-        except Pruned as e:
-            _end(ctx, "KILLED", str(e))
+        except Pruned as e:  # an outcome of the sweep, not a crash: FINISHED, tagged dlexp.pruned
+            _end(ctx, "FINISHED", str(e))
             raise
         except Diverged as e:
             message = f"{e} (model={run.model.name})"

@@ -125,6 +125,43 @@ def test_logged_model_has_the_runs_metrics_at_its_step(trained):
     assert all(len(v) <= 1 for k, v in at_step.items() if k != "best_valid_error"), at_step  # (also the summary's)
 
 
+def test_registered_version_is_linked_both_ways_and_the_model_is_named_after_its_run(trained):
+    """What the UI's pages read: the logged model (named mlp-digits-<run id[:8]>) lists its version
+    (``mlflow.modelVersions``), the version names the model, the registered model says what it holds."""
+    import mlflow
+
+    _, store, run = trained
+    client = MlflowClient(store)
+    model_id = run.outputs.model_outputs[0].model_id
+    mlflow.set_tracking_uri(store)
+    model = mlflow.get_logged_model(model_id)
+    assert model.name == f"mlp-digits-{run.info.run_id[:8]}"
+    linked = json.loads(model.tags["mlflow.modelVersions"])
+    assert [v for v in linked if v["name"] == NAME] == [{"name": NAME, "version": "1"}]
+    (version,) = client.search_model_versions(f"name = '{NAME}'")
+    assert (version.source, version.run_id, str(version.version)) == (f"models:/{model_id}", run.info.run_id, "1")
+    assert "mlp on digits" in client.get_registered_model(NAME).description
+
+
+def test_eight_registrations_at_once_each_get_a_version_and_all_are_linked(trained, tmp_path):
+    """8 processes register the same run's model as one name at the same moment: versions 1..8, each once,
+    and the logged model lists all 8 (its link is read and written back under the store's lock)."""
+    _, store, run = trained
+    code = ("import sys, time; from pathlib import Path; from dlexp import model_registry; "
+            "from dlexp.tracking import RetryingClient; client = RetryingClient(sys.argv[1], create=False); "
+            "d = Path(sys.argv[3]); (d / sys.argv[4]).touch(); "
+            "exec('while len(list(d.iterdir())) < 8: time.sleep(0.01)'); "
+            "print(model_registry.register(client, sys.argv[2], 'digits-mlp-8'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, store, run.info.run_id, str(tmp_path), str(i)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(8)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [e[-2000:] for _, e in outs]
+    assert sorted(int(o) for o, _ in outs) == list(range(1, 9))
+    client = MlflowClient(store)
+    linked = json.loads(client.get_logged_model(run.outputs.model_outputs[0].model_id).tags["mlflow.modelVersions"])
+    assert sorted(int(v["version"]) for v in linked if v["name"] == "digits-mlp-8") == list(range(1, 9))
+
+
 def test_registered_version_and_alias_resolve_for_dlexp_predict(trained, rows, by_run, tmp_path):
     cwd, store, run = trained
     client = MlflowClient(store)
@@ -335,6 +372,8 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
     parent = client.get_run(client.get_run(best.run_id).data.tags["mlflow.parentRunId"])
     assert parent.data.tags["dlexp.best_run_id"] == best.run_id
     assert len(client.search_model_versions("name = 'digits-sweep'")) == 1  # the jobs did not register
+    linked = client.get_logged_model(best.source.removeprefix("models:/")).tags["mlflow.modelVersions"]
+    assert json.loads(linked) == [{"name": "digits-sweep", "version": "1"}]
     # every child's model loads and predicts (MLflow's serving check of the input example ran for the first)
     children = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
     x = load_dataset(DatasetConfig(name="digits")).test.x[:7]
@@ -344,7 +383,8 @@ def test_sweep_registers_its_best_child_as_best(tmp_path):
         assert model.metadata.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == (-1, 64)
         assert model.predict(x)["label"].shape == (7,)
         with mlmodel.mlflow_target(store):  # its input example is served (MLflow checked the first one's only)
-            served = _validate_serving_input(f"runs:/{child.info.run_id}/{mlmodel.NAME}",
+            name = mlmodel.model_name("logreg", "digits", child.info.run_id)  # MLflow's runs:/ resolves names
+            served = _validate_serving_input(f"runs:/{child.info.run_id}/{name}",
                                              convert_input_example_to_serving_input(x))
         assert np.asarray(served["label"]).shape == (7,)
 

@@ -160,14 +160,13 @@ def test_an_older_store_is_migrated_once_by_runs_started_together(tmp_path):
 
 def test_a_complete_store_needs_no_exclusive_lock(tmp_path, complete_store):
     """A run opens an existing complete store while another process holds a shared lock on it."""
-    import fcntl
+    from filelock import ReadWriteLock
 
     db = tmp_path / "outputs" / "mlflow.db"
     db.parent.mkdir()
     shutil.copyfile(complete_store, db)
     inode = db.stat().st_ino
-    with open(db.with_name("mlflow.db.lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_SH)
+    with ReadWriteLock(db.with_name("mlflow.db.lock"), is_singleton=False).read_lock():
         r = dlexp(tmp_path, timeout=120)
     assert r.returncode == 0, r.stderr[-3000:]
     (run,) = store_runs(db)
@@ -388,3 +387,10 @@ def test_a_store_fault_once_the_run_exists_ends_it_failed(tmp_path, monkeypatch,
     client = MlflowClient(store)
     [run] = client.search_runs([client.get_experiment_by_name("store-fault").experiment_id])
     assert run.info.status == "FAILED" and "disk I/O error" in run.data.tags["dlexp.error"]
+
+
+def test_dlexp_imports_where_fcntl_does_not_exist():
+    """The store's lock is filelock's (any OS): dlexp and its store import without ``fcntl`` (as on Windows)."""
+    code = "import sys; sys.modules['fcntl'] = None; import dlexp.store, dlexp.cli; print('ok')"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

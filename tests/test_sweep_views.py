@@ -301,3 +301,63 @@ def test_sampled_values_make_a_scatter_and_more_keys_a_heatmap_of_the_best(tmp_p
     assert len(data) == 4 and all(int(d[5]) == 2 for d in data)  # two runs a cell
     assert {d[4] for d in data} == {f"g{a}{b}1" for a in ("0.1", "0.01") for b in ("0", "0.001")}
     assert "best over model.n_hidden" in fig.axes[0].get_title()
+
+
+# ------------------------------------------------- what the pictures and the table say, without a sweep
+def _grid_run(lr, l2, error):
+    from types import SimpleNamespace as NS
+
+    run_id = f"{lr}-{l2}"
+    return NS(info=NS(run_id=run_id, run_name=run_id, status="FINISHED", start_time=0, end_time=1000,
+                      experiment_id="1"),
+              data=NS(metrics={"best_valid_error": error},
+                      params={"optimizer.lr": lr, "regularization.l2": l2, "model.name": "mlp",
+                              "dataset.name": "digits"},
+                      tags={"dlexp.overrides": f"optimizer.lr={lr} regularization.l2={l2}"}))
+
+
+def _contrast(a, b) -> float:
+    """WCAG's contrast ratio of two colours."""
+    def luminance(rgb):
+        lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgb[:3]]
+        return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+    hi, lo = sorted((luminance(a), luminance(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_heatmap_labels_contrast_with_their_cells_and_the_title_says_what_was_swept():
+    """Every value is readable on its cell as drawn (bright yellow cells: dark text; dark purple: white)."""
+    import numpy as np
+    from matplotlib.colors import to_rgb
+    from types import SimpleNamespace as NS
+
+    keys = ["optimizer.lr", "regularization.l2"]
+    runs = [_grid_run(lr, l2, 0.03 + 0.05 * (3 * i + j)) for i, lr in enumerate(("0.001", "0.01", "0.1"))
+            for j, l2 in enumerate(("0.0", "0.0001", "0.001"))]
+    rows, _ = sweep.rank(runs, keys)
+    parent = NS(info=NS(run_id="p"), data=NS(params={}, tags={}))
+    fig = plots.figures(None, parent, rows, runs, keys, curves=False)["sweep_heatmap"][0]
+    ax = fig.axes[0]
+    assert ax.get_title().startswith("best valid error: optimizer.lr x regularization.l2, mlp on digits")
+    fig.canvas.draw()
+    pixels = np.asarray(fig.canvas.buffer_rgba())[..., :3] / 255.0
+    colours = set()
+    for text in ax.texts:
+        if not text.get_text().endswith("%") or text.get_bbox_patch() is not None:  # the best cell: a white box
+            continue
+        x, y = text.get_position()
+        px, py = ax.transData.transform((x - 0.4, y - 0.4))  # the cell's colour, away from its label
+        cell = pixels[int(round(fig.bbox.height - py)), int(round(px))]
+        colours.add(text.get_color())
+        assert _contrast(to_rgb(text.get_color()), cell) >= 4.5, (text.get_text(), text.get_color(), cell)
+    assert colours == {"black", "white"}  # both kinds of cell are there
+
+
+def test_markdown_table_links_run_ids_to_the_server_only():
+    runs = [_grid_run("0.1", "0.0", 0.05)]
+    rows, metric = sweep.rank(runs, ["optimizer.lr"])
+    page = sweep.table.runs_page("http://127.0.0.1:5000/", "1")
+    linked = sweep.table_markdown(rows, metric, page)
+    assert "[0.1-0.0](http://127.0.0.1:5000/#/experiments/1/runs/0.1-0.0)" in linked
+    assert sweep.table.runs_page("sqlite:///outputs/mlflow.db", "1") is None
+    assert "](" not in sweep.table_markdown(rows, metric, None)

@@ -268,9 +268,44 @@ def test_optuna_preset_runs_three_trials_and_the_parent_records_the_best(tmp_pat
     results = artifact_text(store, parent.info.run_id, "optimization_results.yaml", tmp_path / "opt")
     assert f"best_value: {best.data.metrics['best_valid_error']}" in results
     assert "3 runs ranked by best_valid_error" in r.stdout
+    # the study's pictures: Optuna's optimisation history and parameter importances, with their data
+    images = {f.path for f in MlflowClient(store).list_artifacts(parent.info.run_id, "images")}
+    assert {f"images/optuna_{n}.{e}" for n in ("history", "importance") for e in ("png", "csv")} <= images
+    history = read_csv(artifact_text(store, parent.info.run_id, "images/optuna_history.csv", tmp_path / "h"))
+    assert [row["state"] for row in history] == ["COMPLETE"] * 3
+    importance = read_csv(artifact_text(store, parent.info.run_id, "images/optuna_importance.csv", tmp_path / "i"))
+    assert {row["param"] for row in importance} == {"optimizer.lr", "regularization.l2"}
 
 
-def test_pruned_run_is_killed_and_the_sweep_goes_on(tmp_path):
+def _one_error(r, *needles):
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("dlexp: error: "), r.stderr[-3000:]
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_optuna_storage_this_optuna_cannot_open_is_refused_before_any_run(tmp_path):
+    """Optuna 2 (pinned by the sweeper) cannot open a database under SQLAlchemy 2: one line, no parent run."""
+    import optuna
+
+    if int(optuna.__version__.split(".")[0]) >= 3:
+        pytest.skip("Optuna 3 opens a database storage")
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    args = [sys.executable, "-m", "dlexp.cli", "-m", *BASE, "hparams_search=optuna", "hydra.sweeper.n_trials=2",
+            f"hydra.sweeper.storage=sqlite:///{tmp_path / 'optuna.db'}", f"tracking.uri={store}"]
+    r = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    _one_error(r, "hydra.sweeper.storage=", "leave it null")
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
+
+
+def test_optuna_without_its_sweeper_installed_is_one_line_naming_the_extra(tmp_path):
+    code = ("import sys; sys.modules['hydra_plugins.hydra_optuna_sweeper'] = None; "
+            "sys.argv = ['dlexp', '-m', 'hparams_search=optuna']; from dlexp.cli import main; main()")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    _one_error(r, "hparams_search=optuna", "pip install 'dlexp[optuna]'")
+    assert not (tmp_path / "outputs").exists()
+
+
+def test_pruned_run_ends_finished_tagged_pruned_and_the_sweep_goes_on(tmp_path):
     # the second run (lr 1e-4) falls behind the first at its first validation: the pruner stops it
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
     r = dlexp_multirun(tmp_path, store, "model=logreg", "trainer.max_epochs=10", "optimizer.lr=0.13,0.0001",
@@ -280,7 +315,8 @@ def test_pruned_run_is_killed_and_the_sweep_goes_on(tmp_path):
     by_lr = {c.data.params["optimizer.lr"]: c for c in children}
     assert by_lr["0.13"].info.status == "FINISHED" and by_lr["0.13"].data.metrics["epochs"] == 10
     pruned = by_lr["0.0001"]
-    assert pruned.info.status == "KILLED" and pruned.data.tags["dlexp.pruned"].startswith("at step ")
+    # an outcome of the sweep, not a crash: FINISHED (no red mark in the UI), tagged, PRUNED in the table
+    assert pruned.info.status == "FINISHED" and pruned.data.tags["dlexp.pruned"].startswith("at step ")
     assert "epochs" not in pruned.data.metrics
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep.pruned"] == 1
     assert parent.data.tags["dlexp.best_run_id"] == by_lr["0.13"].info.run_id
@@ -382,7 +418,7 @@ def test_ranking_rules():
     # supervised: lowest best_valid_error first; a failed run (no metric) and a pruned one last
     runs = [_fake_run("a", {"best_valid_error": 0.2}), _fake_run("b", {"best_valid_error": 0.1}, start=5),
             _fake_run("c", {}, status="FAILED"), _fake_run("d", {"best_valid_error": 0.05},
-                                                            tags={"dlexp.pruned": "at step 2"}, status="KILLED")]
+                                                            tags={"dlexp.pruned": "at step 2"})]
     rows, metric = sweep.rank(runs)
     assert metric == "best_valid_error" and [r["run_id"] for r in rows] == ["b", "a", "d", "c"]
     assert [r["status"] for r in rows] == ["FINISHED", "FINISHED", "PRUNED", "FAILED"]
@@ -448,11 +484,11 @@ def test_sweep_against_a_tracking_server_over_http(tmp_path, tracking_server):
 
 
 # ---------------------------------------------------------- what the UI shows
-def _chromium(tmp_path, *args, timeout=120):
+def _chromium(tmp_path, *args, timeout=120, size="1800,1200"):
     profile = tmp_path / f"chromium-profile-{time.monotonic_ns()}"
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                           "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1800,1200",
+                           "--disable-dev-shm-usage", f"--user-data-dir={profile}", f"--window-size={size}",
                            "--virtual-time-budget=20000", *args], capture_output=True, text=True, timeout=timeout)
 
 
@@ -481,3 +517,51 @@ def test_mlflow_ui_shows_the_sweep(grid, tmp_path):
     assert img.size == (1800, 1200) and len(img.convert("L").getcolors(1 << 16)) > 16  # not a blank page
     MlflowClient(store).log_artifact(parent.info.run_id, str(shot), "ui")
     print(f"screenshot: {shot}")
+
+
+def _sync_playwright():
+    """Playwright's sync API, or None where it is not installed (the test extra installs it; no browser is
+    downloaded: it drives the system's chromium)."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return None
+    return sync_playwright
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="apt-get install chromium")
+def test_mlflow_ui_in_a_browser_lists_the_children_and_draws_a_child_s_charts(grid, tmp_path):
+    """A real `mlflow ui` in headless Chromium driven by Playwright: the runs list shows the sweep's children
+    by name once the parent is expanded, and a child's model-metrics page draws its charts (plotly). Without
+    Playwright, chromium --dump-dom: the compare view names the children and draws its plot."""
+    parent, children = grid["parent"], grid["children"]
+    url, exp = grid["ui"].url(), parent.info.experiment_id
+    runs_page = f"{url}/#/experiments/{exp}/runs"
+    charts_page = f"{url}/#/experiments/{exp}/runs/{children[0].info.run_id}/model-metrics"
+    sync_playwright = _sync_playwright()
+    if sync_playwright is None:  # chromium --dump-dom: the compare view (a run page's charts are drawn lazily)
+        import html
+
+        compare = f"{url}/#/compare-runs?" + urllib.parse.urlencode({
+            "runs": json.dumps([c.info.run_id for c in children]), "experiments": json.dumps([exp])})
+        dom = _chromium(tmp_path, "--dump-dom", compare).stdout
+        text = html.unescape(re.sub(r"<[^>]+>", " ", dom))
+        assert all(c.info.run_name in text for c in children) and "js-plotly-plot" in dom, text[-2000:]
+        return
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.goto(runs_page)
+            page.get_by_text(parent.info.run_name, exact=True).first.wait_for(timeout=90000)
+            page.locator('button[data-component-id*="runnamecellrenderer"]').first.click()  # the parent's +
+            for child in children:
+                page.get_by_text(child.info.run_name, exact=True).first.wait_for(timeout=30000)
+            page.goto(charts_page)
+            chart = page.locator(".js-plotly-plot").first
+            chart.wait_for(timeout=90000)
+            box = chart.bounding_box()
+            assert box and box["width"] > 100 and box["height"] > 100, box
+            page.screenshot(path=str(tmp_path / "charts.png"))
+        finally:
+            browser.close()

@@ -20,6 +20,7 @@
 * ``on_multirun_end`` collects the children, ranks them by their objective (:mod:`dlexp.sweep.table`),
   prints the table, logs it to the parent as ``sweep_table.csv`` / ``sweep_table.md`` (and as the run's
   description), draws the sweep's pictures into the parent's ``images/`` (:mod:`dlexp.sweep.plots`;
+  an Optuna sweep's optimisation history and parameter importances, :mod:`dlexp.sweep.study`;
   matplotlib is imported in a thread while the jobs run; ``++hydra.callbacks.mlflow_sweep.plots=false``
   turns them off), logs the best child's metrics to the parent, and ends it FINISHED, or FAILED if no
   job finished (a skipped job, ``trainer.skip_finished``, counts as finished); then says on stderr how
@@ -47,7 +48,7 @@ from ..provenance import git_commit
 from . import failures, interrupted, jobs, precheck, sacct
 from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
-from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, table_csv, table_markdown, table_text
+from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, runs_page, table_csv, table_markdown, table_text
 
 log = logging.getLogger("dlexp")
 
@@ -121,6 +122,7 @@ class MlflowSweep(Callback):
         _check_cluster_or_exit(config)
         checked = _check_jobs_or_exit(config)
         self.total = config.hydra.sweeper.get("n_trials") or checked  # Optuna: its trials, not its choices
+        _check_storage_or_exit(config)
         _quiet_optuna(config)
         self.slurm = str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher")
         if self.slurm:
@@ -226,7 +228,7 @@ class MlflowSweep(Callback):
         for name in ("optimization_results.yaml", "multirun.yaml"):
             if (self.sweep_dir / name).is_file():
                 tracker.log_artifact(self.sweep_dir / name)
-        md = table_markdown(rows, metric)
+        md = table_markdown(rows, metric, runs_page(tracker.uri, parent.info.experiment_id))
         (self.sweep_dir / TABLE_CSV).write_text(table_csv(rows, metric))
         (self.sweep_dir / TABLE_MD).write_text(md)
         tracker.log_artifact(self.sweep_dir / TABLE_CSV)
@@ -263,8 +265,12 @@ class MlflowSweep(Callback):
             self._warm.join(timeout=60)
         try:
             from .plots import pictures
+            from .study import study_pictures
 
-            for path in pictures(self.tracker.client, parent, rows, children, self.keys, self.sweep_dir / "images"):
+            out = self.sweep_dir / "images"
+            for path in pictures(self.tracker.client, parent, rows, children, self.keys, out):
+                self.tracker.log_artifact(path, "images")
+            for path in study_pictures(parent, children, self.keys, out):
                 self.tracker.log_artifact(path, "images")
         except Exception as e:  # a picture is not worth a failed sweep
             log.warning("could not draw the sweep's pictures: %s: %s", type(e).__name__, e)
@@ -393,6 +399,24 @@ def _check_cluster_or_exit(config) -> None:
         print("dlexp: error: hydra/launcher=slurm needs a SLURM cluster: no sbatch / srun on PATH; "
               "allowed here: hydra/launcher=slurm_local (the same jobs through submitit's local executor), "
               "joblib or basic", file=sys.stderr, flush=True)
+        raise SystemExit(2)
+
+
+def _check_storage_or_exit(config) -> None:
+    """``hydra.sweeper.storage``: a study storage this Optuna cannot open ends the command here, in one
+    line with exit 2, before the parent run exists (:mod:`dlexp.sweep.optuna_setup`)."""
+    if "optuna" not in str(config.hydra.sweeper.get("_target_", "")).lower():
+        return
+    import os
+
+    from ..store import default_store
+    from .optuna_setup import storage_problem
+
+    tracking = config.get("tracking") or {}
+    uri = tracking.get("uri") or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store()}"
+    problem = storage_problem(config.hydra.sweeper.get("storage"), uri)
+    if problem:
+        print(f"dlexp: error: {problem}", file=sys.stderr, flush=True)
         raise SystemExit(2)
 
 

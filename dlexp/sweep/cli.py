@@ -21,7 +21,7 @@ from .context import PARENT_TAG, SWEEP_TAG
 from .grid import key_value
 from .pivot import pivot, pivot_csv, pivot_markdown, pivot_text
 from .runs import find_parent, swept_keys, sweep_table
-from .table import direction_of, table_csv, table_markdown, table_text
+from .table import direction_of, runs_page, table_csv, table_markdown, table_text
 
 FORMATS = ("text", "md", "csv")
 
@@ -114,7 +114,10 @@ def _table(client, args) -> tuple:
     rows, metric, children = sweep_table(client, parent, args.metric)
     _check_metric(children, args.metric, parent)
     if not args.pivot:
-        text = {"text": table_text, "md": table_markdown, "csv": table_csv}[args.format](rows, metric)
+        if args.format == "md":
+            text = table_markdown(rows, metric, runs_page(client.tracking_uri, parent.info.experiment_id))
+        else:
+            text = {"text": table_text, "csv": table_csv}[args.format](rows, metric)
         return _title(parent, rows, f"ranked by {metric}") if args.format == "text" else None, text
     keys = [k.strip() for k in args.pivot.split(",") if k.strip()]
     if not 1 <= len(keys) <= 2:

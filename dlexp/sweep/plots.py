@@ -61,6 +61,26 @@ def _way(direction: str) -> str:
     return "lower is better" if direction == "min" else "higher is better"
 
 
+def text_colour(rgba) -> str:
+    """Black or white, whichever contrasts more with a cell of colour ``rgba`` (WCAG's relative
+    luminance: dark text on bright cells, white on dark ones)."""
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in rgba[:3]]
+    luminance = 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+    return "black" if (luminance + 0.05) / 0.05 >= 1.05 / (luminance + 0.05) else "white"
+
+
+def metric_label(metric: str) -> str:
+    """best_valid_error -> best valid error; valid/error -> valid error."""
+    return re.sub(r"[_/]+", " ", metric).strip()
+
+
+def what_was_swept(children, keys, metric) -> str:
+    """The pictures' title: ``best valid error: optimizer.lr x regularization.l2, mlp on digits``."""
+    params = next((c.data.params for c in children if c.data.params.get("model.name")), {})
+    on = f", {params['model.name']} on {params.get('dataset.name', '?')}" if params else ""
+    return f"{metric_label(metric)}: {' x '.join(keys) or 'one run'}{on}"
+
+
 def _write_csv(path: Path, header: list, rows: list) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
@@ -80,7 +100,7 @@ def heatmap(children, keys, metric, direction, title) -> tuple:
     ax = fig.subplots()
     _draw_cells(fig, ax, grid, rows, cols, best, metric, direction)
     others = f", best over {', '.join(keys[2:])}" if len(keys) > 2 else ""
-    ax.set_title(f"{title}\n{metric} ({_way(direction)}{others})", fontsize=10)
+    ax.set_title(f"{title}\n({_way(direction)}{others})", fontsize=10)
     for axis, key, values in ((ax.set_xlabel, keys[1], cols), (ax.set_ylabel, keys[0], rows)):
         axis(key + (" (log-spaced)" if log_spaced(values) else ""))
     data = []
@@ -101,7 +121,7 @@ def _draw_cells(fig, ax, grid, rows, cols, best, metric, direction) -> None:
     for (r, c), cell in grid.items():
         if cell.value is not None and cell.status != "FAILED":
             values[rows.index(r), cols.index(c)] = cell.value
-    cmap = "viridis_r" if direction == "min" else "viridis"
+    cmap = "viridis_r" if direction == "min" else "viridis"  # the best cells bright
     image = ax.imshow(np.ma.masked_invalid(values), cmap=cmap, aspect="auto", origin="lower")
     fig.colorbar(image, ax=ax, label=metric, format=_formatter(metric))
     ax.set_xticks(range(len(cols)), [label(c) for c in cols])
@@ -117,7 +137,7 @@ def _draw_cells(fig, ax, grid, rows, cols, best, metric, direction) -> None:
                 ax.text(j, i, cell.status, ha="center", va="center", fontsize=9, color="darkred", weight="bold")
             else:
                 ax.text(j, i, fmt(metric, cell.value), ha="center", va="center", fontsize=9,
-                        color="black" if (r, c) == best else "white",
+                        color="black" if (r, c) == best else text_colour(image.cmap(image.norm(cell.value))),
                         bbox=dict(boxstyle="round", fc="white", ec="none", alpha=0.85) if (r, c) == best else None)
     if best is not None:
         i, j = rows.index(best[0]), cols.index(best[1])
@@ -157,7 +177,7 @@ def scatter(children, keys, metric, direction, title, log_keys=()) -> tuple:
     _axis_scale(ax.set_yscale, [p[0] for p in points], keys[0] in log_keys)
     ax.set_xlabel(keys[1])
     ax.set_ylabel(keys[0])
-    ax.set_title(f"{title}\n{metric} ({_way(direction)}), {len(points)} runs", fontsize=10)
+    ax.set_title(f"{title}\n({_way(direction)}), {len(points)} runs", fontsize=10)
     return fig, [keys[0], keys[1], metric, "status", "run_id"], [[a, b, "" if m is None else m, s, i]
                                                                     for a, b, m, s, i in points]
 
@@ -187,7 +207,7 @@ def line(children, key, metric, direction, title, log=False) -> tuple:
     ax.yaxis.set_major_formatter(_formatter(metric))
     ax.set_xlabel(key + (" (log-spaced)" if log or log_spaced(values) else ""))
     ax.set_ylabel(metric)
-    ax.set_title(f"{title}\n{metric} ({_way(direction)})", fontsize=10)
+    ax.set_title(f"{title}\n({_way(direction)})", fontsize=10)
     ax.legend(loc="best")
     ax.grid(alpha=0.3)
     rows = [[v, "" if grid[(v,)].value is None else grid[(v,)].value, grid[(v,)].status, grid[(v,)].run_id,
@@ -224,7 +244,7 @@ def overlaid_curves(client, rows, children, title) -> tuple:
     ax.yaxis.set_major_formatter(_formatter(metric))
     ax.set_xlabel("iteration" if metric == "valid_error" else "epoch")
     ax.set_ylabel(metric)
-    ax.set_title(f"{title}\n{metric} of {len({d[0] for d in data})} runs", fontsize=10)
+    ax.set_title(f"{title}\n{len({d[0] for d in data})} runs' curves", fontsize=10)
     if 0 < len(shown) <= 12 and data:
         ax.legend(fontsize=7, loc="best")
     ax.grid(alpha=0.3)
@@ -245,7 +265,7 @@ def figures(client, parent, rows, children, keys, curves=True) -> dict:
     metric, direction = objective(children)
     order = {row["run_id"]: i for i, row in enumerate(rows)}  # ranked: of equal cells, the table's best wins
     children = sorted(children, key=lambda c: order.get(c.info.run_id, len(order)))
-    title = f"sweep {parent.data.tags.get('dlexp.sweep_id', parent.info.run_id)}"
+    title = what_was_swept(children, keys, metric)
     values = {k: ordered(key_value(r, k) for r in children) for k in keys}
     out = {}
     if len(keys) >= 2:
@@ -257,7 +277,8 @@ def figures(client, parent, rows, children, keys, curves=True) -> dict:
     elif len(keys) == 1:
         out["sweep_line"] = line(children, keys[0], metric, direction, title, keys[0] in log_keys(parent, keys))
     if curves:
-        out["sweep_curves"] = overlaid_curves(client, rows, children, title)
+        curves_title = what_was_swept(children, keys, curve_metric(children))
+        out["sweep_curves"] = overlaid_curves(client, rows, children, curves_title)
     return out
 
 

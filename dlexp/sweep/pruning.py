@@ -6,12 +6,13 @@
 reports ``valid_error`` to an Optuna trial whose study holds the validation curves of the sweep's
 finished runs, read from MLflow. When the pruner says so it raises
 :class:`dlexp.train.result.Pruned` (its ``value``: the best validation error so far); the run code ends
-the run KILLED and tags it ``dlexp.pruned``, and :class:`~dlexp.sweep.callback.MlflowSweep` turns the
-job into a completed one with that value, so the sweeper carries on.
+the run FINISHED and tags it ``dlexp.pruned`` (an outcome of the sweep, not a crash), and
+:class:`~dlexp.sweep.callback.MlflowSweep` turns the job into a completed one with that value, so the
+sweeper carries on.
 """
 import warnings
 
-from .context import callback_config, parent_run_id
+from .context import PRUNED_TAG, callback_config, parent_run_id
 from .runs import children_of
 
 
@@ -44,7 +45,8 @@ class OptunaPruning:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="minimize", pruner=instantiate(self.spec))
         for run in children_of(self.client, self.client.get_run(self.parent)):
-            if run.info.status != "FINISHED" or "best_valid_error" not in run.data.metrics:
+            if (run.info.status != "FINISHED" or run.data.tags.get(PRUNED_TAG)
+                    or "best_valid_error" not in run.data.metrics):
                 continue
             history = self.client.get_metric_history(run.info.run_id, "valid_error")
             with warnings.catch_warnings():  # stderr is for errors: create_trial / add_trial are "experimental"

@@ -19,7 +19,7 @@ import os
 import sys
 from dataclasses import asdict, replace
 
-from .context import OBJECTIVE_TAG, PARENT_TAG, SKIPPED_TAG, parent_run_id
+from .context import OBJECTIVE_TAG, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG, parent_run_id
 
 log = logging.getLogger("dlexp")
 
@@ -40,11 +40,12 @@ def config_key(run) -> str:
 
 
 def find_finished(tracker, key: str):
-    """The newest FINISHED run of the tracker's experiment with this config key, or None."""
+    """The newest FINISHED run of the tracker's experiment with this config key, or None (a run a sweep's
+    pruner stopped ends FINISHED too, tagged ``dlexp.pruned``: it is not a finished training)."""
     runs = tracker.client.search_runs([tracker.experiment_id],
                                       f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
-                                      order_by=["attributes.end_time DESC"], max_results=1)
-    return runs[0] if runs else None
+                                      order_by=["attributes.end_time DESC"], max_results=20)
+    return next((r for r in runs if not r.data.tags.get(PRUNED_TAG)), None)
 
 
 def finished_result(run, overrides: list, out):

@@ -188,7 +188,17 @@ def table_text(rows, metric) -> str:
     return "\n".join(lines)
 
 
-def _md_cell(column, value) -> str:
+def runs_page(uri: str, experiment_id: str):
+    """Where the MLflow UI shows an experiment's runs, when the store is an MLflow server
+    (``<uri>/#/experiments/<id>``; a run's page: ``.../runs/<run id>``), else None."""
+    if not str(uri or "").startswith(("http://", "https://")):
+        return None
+    return f"{str(uri).rstrip('/')}/#/experiments/{experiment_id}"
+
+
+def _md_cell(column, value, page=None) -> str:
+    if column == "run_id" and page and value:
+        return f"[{value}]({page}/runs/{value})"
     if column == "overrides":
         return f"`{fmt(column, value)}`" if value else ""
     if column in ("error", "skipped_from"):
@@ -196,12 +206,13 @@ def _md_cell(column, value) -> str:
     return fmt(column, value)
 
 
-def table_markdown(rows, metric) -> str:
+def table_markdown(rows, metric, page: str = None) -> str:
+    """The table in Markdown; with ``page`` (:func:`runs_page`), each run id links to the run's page."""
     cols = _columns(metric) + _error_column(rows)
     out = ["| " + " | ".join(_header(c) for c in cols) + " |",
            "| " + " | ".join("---" if c in TEXT_COLUMNS else "---:" for c in cols) + " |"]
     for r in rows:
-        out.append("| " + " | ".join(_md_cell(c, r.get(c)) for c in cols) + " |")
+        out.append("| " + " | ".join(_md_cell(c, r.get(c), page) for c in cols) + " |")
     return "\n".join(out) + "\n"
 
 
