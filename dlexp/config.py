@@ -178,6 +178,7 @@ class TrackingConfig:
     uri: Optional[str] = None
     experiment: str = "dlexp"
     run_name: Optional[str] = None
+    step: str = "epoch"             # what a curve's step counts: epoch, examples or iteration (dlexp.curves)
     filters_image: bool = True
     log_model: bool = True
     register_as: Optional[str] = None
@@ -187,6 +188,7 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         check(bool(self.experiment.strip()), "tracking.experiment", self.experiment, "a non-empty name")
+        one_of("tracking.step", self.step, ("epoch", "examples", "iteration"))
         check(self.log_model or not self.register_as, "tracking.register_as", self.register_as,
               "registers the run's MLflow model: needs tracking.log_model=true")
 

@@ -3,7 +3,7 @@
 ``hydra.callbacks.mlflow_sweep.pruner`` names an Optuna pruner to instantiate (e.g.
 ``optuna.pruners.MedianPruner``; ``hparams_search=optuna`` sets one). In such a sweep the run code adds
 :func:`pruner_for`'s listener beside the tracker and the progress display; at each validation it
-reports ``valid_error`` to an Optuna trial whose study holds the validation curves of the sweep's
+reports ``valid/error`` (at the step its run logs it) to an Optuna trial whose study holds the validation curves of the sweep's
 finished runs, read from MLflow. When the pruner says so it raises
 :class:`dlexp.train.result.Pruned` (its ``value``: the best validation error so far); the run code ends
 the run KILLED and tags it ``dlexp.pruned``, and :class:`~dlexp.sweep.callback.MlflowSweep` turns the
@@ -11,6 +11,7 @@ job into a completed one with that value, so the sweeper carries on.
 """
 import warnings
 
+from ..metric_names import BEST_VALID, VALID_ERROR
 from .context import callback_config, parent_run_id
 from .runs import children_of
 
@@ -44,22 +45,22 @@ class OptunaPruning:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="minimize", pruner=instantiate(self.spec))
         for run in children_of(self.client, self.client.get_run(self.parent)):
-            if run.info.status != "FINISHED" or "best_valid_error" not in run.data.metrics:
+            if run.info.status != "FINISHED" or BEST_VALID not in run.data.metrics:
                 continue
-            history = self.client.get_metric_history(run.info.run_id, "valid_error")
+            history = self.client.get_metric_history(run.info.run_id, VALID_ERROR)
             with warnings.catch_warnings():  # stderr is for errors: create_trial / add_trial are "experimental"
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 study.add_trial(optuna.trial.create_trial(
-                    state=optuna.trial.TrialState.COMPLETE, value=run.data.metrics["best_valid_error"],
+                    state=optuna.trial.TrialState.COMPLETE, value=run.data.metrics[BEST_VALID],
                     params={}, distributions={}, intermediate_values={h.step: h.value for h in history}))
         self.trial = study.ask()
 
     def __call__(self, event: str, metrics: dict, step: int) -> None:
-        if event != "validation" or "valid_error" not in metrics:
+        if event != "validation" or VALID_ERROR not in metrics:
             return
         if self.trial is None:
             self._start()
-        value = float(metrics["valid_error"])
+        value = float(metrics[VALID_ERROR])
         self.best = min(self.best, value)
         self.trial.report(value, step)
         if self.trial.should_prune():
