@@ -10,7 +10,8 @@ to 4 significant digits, in the shorter of plain and scientific notation (Optuna
 """
 import re
 
-HIDDEN = ("tracking.", "trainer.progress", "hydra.", "hydra/")  # how a run is shown or tracked, not what it is
+HIDDEN = ("tracking.", "trainer.progress", "trainer.threads", "trainer.checkpoint_every", "trainer.resume",
+          "trainer.skip_finished", "hydra.", "hydra/")  # how a run is shown, tracked or run, not what it computes
 MAX_LENGTH = 240
 
 
