@@ -5,6 +5,7 @@ The UI draws a metric as a line chart when a run's latest point of it has a step
 sit at step 0. Names say what varied; params are only the keys a model reads; an override a model
 ignores is refused before any run exists.
 """
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace as NS
@@ -125,7 +126,8 @@ def test_sda_on_digits_fine_tunes_with_its_own_defaults(tmp_path):
     """model=sda used to fine-tune with logreg's optimizer (lr 0.13, batch 600) and end at 77.6 % validation
     error on digits; its config now carries its own (lr 0.1, batch 20, patience 10000)."""
     store = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    r = sweep_procs.run(tmp_path, store, "model=sda", "--cfg", "job", multirun=False)
+    r = subprocess.run([sys.executable, "-m", "dlexp.cli", "--cfg", "job", "model=sda"], cwd=tmp_path,
+                       env=sweep_procs.env(), capture_output=True, text=True, timeout=300)
     assert "lr: 0.1\n  batch_size: 20\n" in r.stdout and "patience: 10000\n" in r.stdout
     sweep_procs.run(tmp_path, store, "model=sda", "model.pretrain_epochs=2", "trainer.max_epochs=12",
                     "tracking.log_model=false", multirun=False)
