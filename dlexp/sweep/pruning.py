@@ -37,6 +37,7 @@ class OptunaPruning:
         self.spec, self.client, self.parent = spec, client, parent
         self.trial = None
         self.best = float("inf")
+        self.reported = set()  # the steps reported to the trial
 
     def _start(self):
         import optuna
@@ -62,6 +63,9 @@ class OptunaPruning:
             self._start()
         value = float(metrics[VALID_ERROR])
         self.best = min(self.best, value)
+        if step in self.reported:
+            return  # a second validation in the same epoch (tracking.step=epoch): its first one was reported
+        self.reported.add(step)
         self.trial.report(value, step)
         if self.trial.should_prune():
             from ..train.result import Pruned
