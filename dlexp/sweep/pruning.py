@@ -70,4 +70,4 @@ class OptunaPruning:
         if self.trial.should_prune():
             from ..train.result import Pruned
 
-            raise Pruned(f"at step {step}: valid_error {value:.4f} behind the sweep's finished runs", self.best)
+            raise Pruned(f"at step {step}: valid/error {value:.4f} behind the sweep's finished runs", self.best)
