@@ -94,6 +94,7 @@ def rank(children, keys=(), metric=None) -> tuple:
     if metric is None:
         metric, direction = objective(children)
     else:
+        metric = names.NEW.get(metric, metric)  # an old name (final_test_error) means the current one
         direction = direction_of(children, metric)
     sign = -1 if direction == "max" else 1
 
