@@ -33,11 +33,11 @@ from typing import Optional
 import torch
 
 from . import artifacts, lineage, model_registry, resume
-from .progress import Progress
-from .run_names import run_name
 from .curves import STEP_TAG, Curves
 from .params import flatten, logged_params
+from .progress import Progress
 from .provenance import git_commit, source_tags, versions
+from .run_names import run_name
 from .sweep import parent_run_id, pruner_for
 from .tracking import build_tracker
 from .train.loop import LoopOptions
@@ -155,8 +155,8 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
     try:
-        run_id = tracker.start(run_name(run, overrides), logged_params(run, type(prep.model)), tags, run_id=resume_id,
-                               since_ms=(state or {}).get("saved_ms", 0))
+        run_id = tracker.start(run_name(run, overrides), logged_params(run, type(prep.model)), tags,
+                               run_id=resume_id, since_ms=(state or {}).get("saved_ms", 0))
         return _wire(run, prep, out, stop, tracker, params, state, run_id, resumed=resume_id is not None)
     except BaseException as e:  # once the run exists, it ends here, never left RUNNING
         if tracker.run_id:
