@@ -3,8 +3,8 @@
 ``hydra.callbacks.mlflow_sweep.pruner`` names an Optuna pruner to instantiate (e.g.
 ``optuna.pruners.MedianPruner``; ``hparams_search=optuna`` sets one). In such a sweep the run code adds
 :func:`pruner_for`'s listener beside the tracker and the progress display; at each validation it
-reports ``valid/error`` (at the step its run logs it) to an Optuna trial whose study holds the validation curves of the sweep's
-finished runs, read from MLflow. When the pruner says so it raises
+reports ``valid/error`` (at the step its run logs it) to an Optuna trial whose study holds the
+validation curves of the sweep's finished runs, read from MLflow. When the pruner says so it raises
 :class:`dlexp.train.result.Pruned` (its ``value``: the best validation error so far); the run code ends
 the run KILLED and tags it ``dlexp.pruned``, and :class:`~dlexp.sweep.callback.MlflowSweep` turns the
 job into a completed one with that value, so the sweeper carries on.
