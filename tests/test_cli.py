@@ -57,7 +57,7 @@ def test_mlp_tutorial_protocol_on_digits(dlexp):
     run = dlexp("experiment=tutorial_mlp", "dataset=digits")
     assert run.data.params["regularization.l2"] == "0.0001" and run.data.params["optimizer.batch_size"] == "20"
     assert run.data.metrics["best/test_error"] < 0.03
-    assert "penalty" in run.data.metrics
+    assert "train/penalty" in run.data.metrics
 
 
 def test_lenet_digits_learns(dlexp):
