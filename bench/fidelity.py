@@ -41,6 +41,8 @@ from pathlib import Path
 from typing import Optional
 from urllib.parse import unquote, urlparse
 
+from dlexp import metric_names as names
+
 REPO = Path(__file__).resolve().parent.parent
 EXPERIMENT = "fidelity"
 N_TRAIN = 50000  # MNIST and Fashion-MNIST training rows (the tutorials' 50k/10k/10k split)
@@ -200,7 +202,8 @@ def identity(p: Protocol, seed, dataset: str, quick: bool, estimate: bool = Fals
                                    "trainer.max_epochs=1"])
     extra = list(p.digits if dataset == "digits" else ())
     if quick:
-        extra += [*QUICK, *p.quick] + (["model.pretrain_epochs=1"] if p.kind != "supervised" else [])
+        quick_set = QUICK if p.kind != "unsupervised" else [o for o in QUICK if not o.startswith("trainer.max_epochs")]
+        extra += [*quick_set, *p.quick] + (["model.pretrain_epochs=1"] if p.kind != "supervised" else [])
     return merge(p.overrides, [f"dataset={dataset}", f"trainer.seed={seed}", *extra])
 
 
@@ -362,26 +365,26 @@ def pretraining(store: str, run) -> dict:
     """Epochs, each layer's last cost and the seconds of the pretraining, from its per-epoch metrics.
 
     The per-epoch histories, not the run's final metrics: a run resumed after its pretraining logs no
-    final pretraining metrics (``final_cost``, ``pretrain_seconds``) in the sitting that finishes it.
+    final pretraining metrics (``final/cost``, ``final/pretrain_seconds``) in the sitting that finishes it.
     """
     from mlflow.tracking import MlflowClient
 
-    m, client = run.data.metrics, MlflowClient(store)
+    m, client = names.renamed(run.data.metrics), MlflowClient(store)
     costs = sorted((k for k in m if k == "pretrain/cost" or (k.startswith("pretrain/layer_") and k.endswith("/cost"))),
                    key=lambda k: int(k.split("/")[1].split("_")[1]) if "layer_" in k else 0)
-    seconds = m.get("pretrain_seconds")
+    seconds = m.get(names.PRETRAIN_SECONDS)
     if seconds is None:
         seconds = sum(h.value for k in costs for h in client.get_metric_history(
             run.info.run_id, k.rsplit("/", 1)[0] + "/epoch_seconds"))
     epochs = len(client.get_metric_history(run.info.run_id, costs[0])) if costs else 0
     return {"pretrain_epochs": epochs, "costs": [m[k] for k in costs], "pretrain_seconds": seconds,
-            "final_cost": m.get("final_cost", m[costs[-1]] if costs else None)}
+            "final_cost": m.get(names.FINAL_COST, m[costs[-1]] if costs else None)}
 
 
 def stop_reason(run) -> str:
     """Why the supervised phase stopped, from the run's params and metrics."""
-    params, m = run.data.params, run.data.metrics
-    max_epochs, epochs = int(params.get("trainer.max_epochs", 0)), int(m.get("epochs", 0))
+    params, m = run.data.params, names.renamed(run.data.metrics)
+    max_epochs, epochs = int(params.get("trainer.max_epochs", 0)), int(m.get(names.EPOCHS, 0))
     if params.get("optimizer.name") == "cg":
         return f"iteration count ({max_epochs})" if epochs >= max_epochs else "CG converged"
     rule = params.get("early_stopping.name")
@@ -418,7 +421,7 @@ def image_link(run, image: str, report_dir: Path) -> str:
 
 def row_of(run, p: Protocol, store: str, report_dir: Path) -> dict:
     """One run's figures for the report, all from the store."""
-    m = run.data.metrics
+    m = names.renamed(run.data.metrics)  # runs logged before the current metric names too
     row = {"seed": run.data.params.get("trainer.seed", "?"), "run": run.info.run_id,
            "commit": run.data.tags.get("dlexp.git_commit", "?")[:10], "wall": wall_seconds(run),
            "device": run.data.tags.get("dlexp.device", "?"),
@@ -427,8 +430,8 @@ def row_of(run, p: Protocol, store: str, report_dir: Path) -> dict:
         row.update(pretraining(store, run))
         row["images"] = ", ".join(image_link(run, im, report_dir) for im in p.images)
     if p.kind != "unsupervised":
-        row.update(valid=m.get("best_valid_error"), test=m.get("final_test_error"), epochs=int(m.get("epochs", 0)),
-                   stop=stop_reason(run), train_seconds=m.get("train_seconds"))
+        row.update(valid=m.get(names.BEST_VALID), test=m.get(names.BEST_TEST), epochs=int(m.get(names.EPOCHS, 0)),
+                   stop=stop_reason(run), train_seconds=m.get(names.TRAIN_SECONDS))
     return row
 
 
@@ -544,11 +547,11 @@ def estimate_lines(p: Protocol, timing, rows: list) -> list:
     e = p.estimate
     if timing is None:
         return [f"Full-protocol estimate: no timing run yet (`python -m bench.fidelity --models {p.name}` makes it)."]
-    m = timing.data.metrics
-    n_rows = int(m["iterations"]) * e.finetune_batch  # one epoch over the capped training rows
+    m = names.renamed(timing.data.metrics)
+    n_rows = int(m[names.ITERATIONS]) * e.finetune_batch  # one epoch over the capped training rows
     layers = [m[k] for k in sorted(m) if k.startswith("pretrain/layer_") and k.endswith("/epoch_seconds")]
     per_epoch_pre = sum(layers) * N_TRAIN / n_rows
-    per_epoch_ft = m["train_seconds"] * N_TRAIN / n_rows
+    per_epoch_ft = m[names.TRAIN_SECONDS] * N_TRAIN / n_rows
     fewest = math.ceil(e.patience / (N_TRAIN / e.finetune_batch))
     pre = per_epoch_pre * e.pretrain_epochs
     at = [(f"the patience rule's fewest, {fewest}", fewest), (f"the tutorial's {e.tutorial_epochs}", e.tutorial_epochs)]

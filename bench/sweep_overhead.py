@@ -81,7 +81,9 @@ def _train_seconds(cwd: Path) -> float:
     exp = client.get_experiment_by_name("dlexp")
     runs = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=10)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags][:9]
-    return sum(r.data.metrics.get("train_seconds", 0.0) for r in children)
+    from dlexp.metric_names import TRAIN_SECONDS, get
+
+    return sum(get(r.data.metrics, TRAIN_SECONDS, 0.0) for r in children)
 
 
 def measure(variants: dict, reps: int) -> dict:

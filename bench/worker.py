@@ -211,7 +211,9 @@ def run_mlflow(p, data, device, task):
         foreign = clock.lap()
     finally:
         os.chdir(cwd)
-    return {"train_seconds": final["train_seconds"], "wall": wall, "epochs_run": final["epochs"],
+    from dlexp.metric_names import EPOCHS, TRAIN_SECONDS
+
+    return {"train_seconds": final[TRAIN_SECONDS], "wall": wall, "epochs_run": final[EPOCHS],
             "foreign": foreign}
 
 

@@ -84,6 +84,7 @@ def _job(cfg) -> float:
     from hydra.types import RunMode
 
     from .config import validate
+    from .params import check_overrides
     from .errors import exit_code, message
     from .interrupt import install
     from .longlived import freeze_long_lived
@@ -99,6 +100,7 @@ def _job(cfg) -> float:
             raise ConfigError(f"{schemas[0]} is not allowed: schemas are not options "
                               f"(one of {', '.join(options(schemas[0].split('=')[0]))})")
         run = validate(cfg)
+        check_overrides(run.model.name, hc.overrides.task)  # a key the model never reads: refused
         from .experiment import run_experiment
 
         final = run_experiment(run, _composed_yaml(cfg, hc), list(hc.overrides.task), hc.runtime.output_dir)
@@ -113,7 +115,9 @@ def _job(cfg) -> float:
             remove_unused(hc.runtime.output_dir)
         fail(message(e), exit_code(e))
     # the sweep objective (e.g. for Optuna): validation error, or the final cost of an unsupervised model
-    return final.get("best_valid_error", final.get("final_cost"))
+    from .metric_names import BEST_VALID, FINAL_COST
+
+    return final.get(BEST_VALID, final.get(FINAL_COST))
 
 
 def main() -> None:

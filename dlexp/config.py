@@ -181,6 +181,7 @@ class TrackingConfig:
     uri: Optional[str] = None
     experiment: str = "dlexp"
     run_name: Optional[str] = None
+    step: str = "epoch"             # what a curve's step counts: epoch, examples or iteration (dlexp.curves)
     filters_image: bool = True
     log_model: bool = True
     register_as: Optional[str] = None
@@ -193,6 +194,7 @@ class TrackingConfig:
         check(len(self.experiment) <= MAX_EXPERIMENT_NAME, "tracking.experiment",
               self.experiment[:40] + f"... ({len(self.experiment)} characters)",
               f"a name of at most {MAX_EXPERIMENT_NAME} characters (MLflow's limit)")
+        one_of("tracking.step", self.step, ("epoch", "examples", "iteration"))
         check(self.log_model or not self.register_as, "tracking.register_as", self.register_as,
               "registers the run's MLflow model: needs tracking.log_model=true")
 

@@ -9,6 +9,7 @@ import logging
 import time
 
 from . import artifacts, mlmodel
+from . import metric_names as names
 from .train import fit_cg, fit_sgd
 from .train.pretrain import pretrain_stack
 
@@ -30,23 +31,23 @@ def pretrain(ctx) -> dict:
         start = time.perf_counter()
         histories = pretrain_stack(model, data.train, cfg.pretrain_lr, cfg.pretrain_batch_size, cfg.pretrain_epochs,
                                    ctx.callback, on_epoch, ctx.options, state=ctx.state_for("pretrain"))
-        final["pretrain_seconds"] = time.perf_counter() - start
+        final[names.PRETRAIN_SECONDS] = time.perf_counter() - start
         for i, history in enumerate(histories):
             if history:
-                key = f"pretrain/layer_{i}/final_cost" if len(histories) > 1 else "final_cost"
-                final[key] = history[-1]["cost"]
+                final[names.layer_cost(i) if len(histories) > 1 else names.FINAL_COST] = history[-1]["cost"]
     artifacts.save_checkpoint(ctx.out / artifacts.PRETRAINED, run, data, model, {})
     ctx.log_file(artifacts.PRETRAINED, "checkpoint")
     if run.tracking.filters_image:
         artifacts.save_images(ctx.out, data, model, ctx.tracker, prefix="pretrained_" if model.supervised else "")
+    ctx.tracker.log_metrics(final, 0)
     if not model.supervised:  # nothing to fine-tune: the run's model is the encoder
-        log_model(ctx, artifacts.PRETRAINED, step=0 if ctx.prep.pretrained_path else cfg.pretrain_epochs)
+        log_model(ctx, artifacts.PRETRAINED)
     return final
 
 
-def log_model(ctx, checkpoint_name: str, step: int) -> None:
-    """The MLflow model of the run's checkpoint, with the run's metrics at ``step`` as its own
-    (``tracking.log_model=false``: none)."""
+def log_model(ctx, checkpoint_name: str, step: int = 0) -> None:
+    """The MLflow model of the run's checkpoint, with the run's metrics at ``step`` as its own: at step 0,
+    the summary metrics just logged (``tracking.log_model=false``: none)."""
     if ctx.run_id and ctx.run.tracking.log_model:
         info = ctx.state is not None and mlmodel.earlier(ctx.tracker, step)
         if not info:
@@ -76,7 +77,9 @@ def finetune(ctx) -> dict:
     ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
     if run.tracking.filters_image:
         artifacts.save_images(ctx.out, data, model, ctx.tracker)
-    log_model(ctx, artifacts.CHECKPOINT, step=result.best_iter)
-    return {"best_valid_error": result.best_valid_error, "final_test_error": result.test_error,
-            "best_iter": result.best_iter, "epochs": result.epochs, "train_seconds": result.train_seconds,
-            "iterations": result.iterations}
+    final = {names.BEST_VALID: result.best_valid_error, names.BEST_TEST: result.test_error,
+             names.BEST_ITER: result.best_iter, names.EPOCHS: result.epochs, names.TRAIN_SECONDS: result.train_seconds,
+             names.ITERATIONS: result.iterations}
+    ctx.tracker.log_metrics(final, 0)  # summary values at step 0: numbers in the UI, not curves
+    log_model(ctx, artifacts.CHECKPOINT)
+    return final

@@ -20,6 +20,7 @@ from .data import load_dataset
 from .data.device import resolve_device, to_device
 from .models import build_model, check_model
 from .models.base import PretrainConfig
+from .params import ignored, model_class
 from .provenance import check_tags
 from .store import check_reachable
 
@@ -47,8 +48,9 @@ def check_batch_sizes(run, n_train: int) -> None:
     sizes = {"optimizer.batch_size": run.optimizer.batch_size}
     if isinstance(run.model, PretrainConfig):
         sizes["model.pretrain_batch_size"] = run.model.pretrain_batch_size
+    model_cls = model_class(run.model.name)
     for key, b in sizes.items():
-        if b > n_train:
+        if b > n_train and ignored(model_cls, key) is None:  # (a dA has no optimizer.batch_size)
             raise ConfigError(f"{key}={b} is not allowed: at most the {n_train} training examples "
                               f"of dataset={run.dataset.name}")
 

@@ -47,7 +47,7 @@ class Progress:
                          100 * metrics["best_valid_error"], 100 * metrics["test_error"])
         elif event == "pretrain" and self.mode != "none":
             log.info("pretraining epoch %d: %s", step,
-                     ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if not k.endswith("seconds")))
+                     ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" in k and not k.endswith("seconds")))
         elif event == "epoch" and self.bar is not None:
             self.bar.update(1)
 

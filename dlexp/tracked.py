@@ -2,7 +2,7 @@
 
 :func:`tracked_run` is the one place where a run's end is decided:
 
-* the body returns: FINISHED, its final metrics logged, its saved training state removed;
+* the body returns: FINISHED (the phases logged its summary metrics), its saved training state removed;
 * Ctrl-C / SIGTERM (``KeyboardInterrupt``): KILLED, with the command that resumes it;
 * a sweep's pruner (:class:`Pruned`): FINISHED, tagged ``dlexp.pruned`` (the sweep's table says PRUNED);
 * divergence (:class:`Diverged`): FAILED, the best model before it saved;
@@ -33,8 +33,11 @@ from typing import Optional
 import torch
 
 from . import artifacts, lineage, model_registry, resume
+from .curves import STEP_TAG, Curves
+from .params import flatten, logged_params
 from .progress import Progress
 from .provenance import git_commit, source_tags, versions
+from .run_names import run_name
 from .sweep import parent_run_id, pruner_for
 from .sweep.context import PRUNED_TAG
 from .tracking import build_tracker
@@ -81,20 +84,6 @@ class RunContext:
         self.tracker.log_artifact(self.out / name, artifact_dir)
 
 
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
-
-
-def run_name(run, overrides) -> str:
-    hidden = ("model=", "dataset=", "tracking.", "trainer.progress", "hydra.", "hydra/")
-    shown = [o for o in overrides if not o.lstrip("+~").startswith(hidden)]
-    return " ".join([run.model.name, run.dataset.name, *shown])
-
-
 def run_tags(run, prep, overrides, out, params, state) -> dict:
     """Reproducibility: overrides, commit, device, versions, data checksum, command; sweep and resume links."""
     device = prep.device
@@ -114,6 +103,7 @@ def run_tags(run, prep, overrides, out, params, state) -> dict:
         "dlexp.output_dir": str(out.resolve()),
         "dlexp.config_key": resume.config_key(params),
         "dlexp.objective": ":".join(prep.model.objective()),
+        STEP_TAG: run.tracking.step,
     })
     if run.trainer.resume:
         where = state and (state.get("position") or state["loop"]["position"])
@@ -166,8 +156,8 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     (out / "config.yaml").write_text(composed_yaml)
     (out / "overrides.txt").write_text("\n".join(overrides) + "\n")
     try:
-        run_id = tracker.start(run.tracking.run_name or run_name(run, overrides), params, tags, run_id=resume_id,
-                               since_ms=(state or {}).get("saved_ms", 0))
+        run_id = tracker.start(run_name(run, overrides), logged_params(run, type(prep.model)), tags,
+                               run_id=resume_id, since_ms=(state or {}).get("saved_ms", 0))
         return _wire(run, prep, out, stop, tracker, params, state, run_id, resumed=resume_id is not None)
     except BaseException as e:  # once the run exists, it ends here, never left RUNNING
         if tracker.run_id:
@@ -199,8 +189,7 @@ def _wire(run, prep, out, stop, tracker, params, state, run_id, resumed: bool) -
                           eval_batch_size=t.eval_batch_size)
     ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file, Progress(t.progress, t.max_epochs))
     ctx.monitor = _system_metrics(run, tracker, resumed=resumed)
-    pruner = pruner_for(tracker.client)
-    ctx.listeners = [tracker, ctx.progress] + ([pruner] if pruner else [])
+    ctx.listeners = [Curves(run.tracking.step, [tracker, pruner_for(tracker.client)]), ctx.progress]
     return ctx
 
 
@@ -254,7 +243,6 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
             ctx.log_file("overrides.txt", None)
             yield ctx
             ctx.progress.close()
-            ctx.tracker.log_metrics(ctx.final, ctx.final.get("iterations", 0))
             _register(ctx)
             _close(ctx)
         except KeyboardInterrupt:

@@ -65,7 +65,7 @@ def child_states(db: Path) -> list:
         try:
             return con.execute(
                 "select r.run_uuid, r.status, (select count(*) from metrics m where m.run_uuid = r.run_uuid "
-                "and m.key = 'valid_error') from runs r join tags t on t.run_uuid = r.run_uuid "
+                "and m.key = 'valid/error') from runs r join tags t on t.run_uuid = r.run_uuid "
                 "where t.key = 'mlflow.parentRunId'").fetchall()
         finally:
             con.close()

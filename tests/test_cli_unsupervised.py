@@ -57,7 +57,7 @@ SDA = ["model=sda", "dataset=digits", "model.hidden_layers_sizes=[100,100]", "mo
 def test_sda_pretrains_then_finetunes_and_reloads(dlexp, store, tmp_path):
     run = dlexp(*SDA)
     m = run.data.metrics
-    assert m["final_test_error"] < 0.06
+    assert m["best/test_error"] < 0.06
     for layer in (0, 1):
         assert len(history(run, f"pretrain/layer_{layer}/cost", store)) == 5
     assert_grid(image(run, "pretrained_filters.png", store, tmp_path / "p"), 8, 10, 10)
@@ -66,14 +66,14 @@ def test_sda_pretrains_then_finetunes_and_reloads(dlexp, store, tmp_path):
     again = dlexp(*SDA, f"model.pretrained_from={run.info.run_id}")
     assert not history(again, "pretrain/layer_0/cost", store)
     assert again.data.tags["dlexp.pretrained_from"].endswith("pretrained_params.pkl")
-    assert again.data.metrics["final_test_error"] == m["final_test_error"]
-    assert again.data.metrics["best_valid_error"] == m["best_valid_error"]
+    assert again.data.metrics["best/test_error"] == m["best/test_error"]
+    assert again.data.metrics["best/valid_error"] == m["best/valid_error"]
 
 
 def test_dbn_pretrains_then_finetunes(dlexp, store):
     run = dlexp("model=dbn", "dataset=digits", "model.hidden_layers_sizes=[100,100]", "model.pretrain_epochs=5",
                 "optimizer.lr=0.1", "optimizer.batch_size=10", "trainer.max_epochs=30")
-    assert run.data.metrics["final_test_error"] < 0.06
+    assert run.data.metrics["best/test_error"] < 0.06
     assert len(history(run, "pretrain/layer_1/cost", store)) == 5
 
 

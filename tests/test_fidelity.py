@@ -65,12 +65,12 @@ def test_report_is_read_back_from_the_store(quick):
         run = quick["runs"][f"fidelity-quick/{protocol}/seed1"]
         row = summary_row(report, protocol)
         assert row.startswith(f"| {protocol} | 1 |")
-        assert f"{100 * run.data.metrics['final_test_error']:.2f} %" in row
-        assert f"{100 * run.data.metrics['best_valid_error']:.2f} %" in row
+        assert f"{100 * run.data.metrics['best/test_error']:.2f} %" in row
+        assert f"{100 * run.data.metrics['best/valid_error']:.2f} %" in row
         assert f"`{run.info.run_id}`" in report  # the per-seed table names the run
     for protocol in ("da0", "da30"):
         run = quick["runs"][f"fidelity-quick/{protocol}/seed1"]
-        assert f"final cost {run.data.metrics['final_cost']:.2f}" in summary_row(report, protocol)
+        assert f"final cost {run.data.metrics['final/cost']:.2f}" in summary_row(report, protocol)
         link = re.search(rf"\[filters\.png\]\(([^)]*{run.info.run_id}[^)]*)\)", report)
         assert link and (quick["out"].parent / link.group(1)).is_file()  # the filters image, linked
     assert "| lenet | 0 | not run yet |" in report  # unselected protocols are listed, not run
@@ -108,7 +108,7 @@ def test_quick_on_fashion_mnist(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     run = stored(store)["fidelity-quick/logreg/seed1"]
     assert run.data.params["dataset.name"] == "fashion_mnist" and run.data.params["dataset.max_train"] == "2000"
-    assert f"{100 * run.data.metrics['final_test_error']:.2f} %" in summary_row(out.read_text(), "logreg")
+    assert f"{100 * run.data.metrics['best/test_error']:.2f} %" in summary_row(out.read_text(), "logreg")
 
 
 MNIST_PKL = Path("~/.cache/dlexp/mnist/mnist.pkl.gz").expanduser()  # where `dlexp-data mnist` puts it
@@ -125,5 +125,5 @@ def test_quick_on_the_tutorials_mnist(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     run = stored(store)["fidelity-quick/logreg/seed1"]
     assert run.data.params["dataset.name"] == "mnist" and run.data.tags["dlexp.data_source"].endswith("mnist.pkl.gz")
-    assert run.data.metrics["best_valid_error"] < 0.4  # 6 steps on 2,000 rows: 29 %, far below chance (90 %)
-    assert f"{100 * run.data.metrics['final_test_error']:.2f} %" in summary_row(out.read_text(), "logreg")
+    assert run.data.metrics["best/valid_error"] < 0.4  # 6 steps on 2,000 rows: 29 %, far below chance (90 %)
+    assert f"{100 * run.data.metrics['best/test_error']:.2f} %" in summary_row(out.read_text(), "logreg")

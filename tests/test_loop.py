@@ -21,7 +21,7 @@ def test_pretraining_shuffles_when_asked():
 def test_cli_pretraining_honours_trainer_shuffle(dlexp):
     """`trainer.shuffle=true` used to reach fine-tuning only: pretraining ignored it."""
     base = ("model=da", "dataset=digits", "model.n_hidden=32", "model.pretrain_epochs=2")
-    plain = dlexp(*base).data.metrics["final_cost"]
-    shuffled = dlexp(*base, "trainer.shuffle=true").data.metrics["final_cost"]
+    plain = dlexp(*base).data.metrics["final/cost"]
+    shuffled = dlexp(*base, "trainer.shuffle=true").data.metrics["final/cost"]
     assert shuffled != plain
-    assert dlexp(*base, "trainer.shuffle=true").data.metrics["final_cost"] == shuffled
+    assert dlexp(*base, "trainer.shuffle=true").data.metrics["final/cost"] == shuffled

@@ -109,20 +109,19 @@ def test_logged_model_loads_with_pyfunc_and_predicts_as_dlexp_predict(trained, r
     assert r.returncode == 0 and f"({wrong}/250)" in r.stdout, (r.stdout, r.stderr)
 
 
-def test_logged_model_has_the_runs_metrics_at_its_step(trained):
-    """The model page in the UI shows the training's points at the step the model was logged at (its best
-    validation; not the run's summary, logged after), each once; the run's own histories hold each once."""
+def test_logged_model_has_the_runs_summary_metrics(trained):
+    """The model page in the UI shows the run's summary values (best/, final/: logged at step 0, where the
+    model is logged), each once; no point of a curve (those are at steps from 1)."""
     _, store, run = trained
     client = MlflowClient(store)
     output = run.outputs.model_outputs[0]
     model = client.get_logged_model(output.model_id)
-    summary = {"best_iter", "epochs", "final_test_error", "iterations", "train_seconds"}
-    at_step = {k: [m.value for m in client.get_metric_history(run.info.run_id, k) if m.step == output.step]
-               for k in run.data.metrics if k not in summary}
-    assert {"valid_error", "test_error", "train_nll"} <= set(at_step)
-    assert sorted((m.key, m.value) for m in model.metrics) == sorted((k, v[0]) for k, v in at_step.items() if v)
-    assert all(m.step == output.step for m in model.metrics)
-    assert all(len(v) <= 1 for k, v in at_step.items() if k != "best_valid_error"), at_step  # (also the summary's)
+    summary = {"best/valid_error", "best/iteration", "final/epochs", "best/test_error", "final/iterations",
+               "final/train_seconds"}
+    assert output.step == 0 and all(m.step == 0 for m in model.metrics)
+    assert sorted((m.key, m.value) for m in model.metrics) == sorted((k, run.data.metrics[k]) for k in summary)
+    for key in summary:
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [0]
 
 
 def test_registered_version_is_linked_both_ways_and_the_model_is_named_after_its_run(trained):

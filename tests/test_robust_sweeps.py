@@ -71,7 +71,7 @@ def test_a_diverging_job_is_failed_and_the_sweep_goes_on(tmp_path):
     assert set(by_lr) == {"1e+30", "0.1"}
     diverged, finished = by_lr["1e+30"], by_lr["0.1"]
     assert diverged.info.status == "FAILED" and "diverged" in diverged.data.tags["dlexp.error"]
-    assert finished.info.status == "FINISHED" and finished.data.metrics["epochs"] == 2
+    assert finished.info.status == "FINISHED" and finished.data.metrics["final/epochs"] == 2
     assert parent.info.status == "FINISHED" and parent.data.tags["dlexp.best_run_id"] == finished.info.run_id
     # the table lists both, the failed one last with its reason
     rows = table_rows(store, parent, tmp_path / "table")
@@ -99,11 +99,11 @@ def test_jobs_failing_before_their_runs_are_failed_children_and_all_failed_exits
     assert parent.info.status == "FAILED" and len(children) == 2
     for child in children:  # made by the sweep for the job, under its parent, with the reason
         assert child.info.status == "FAILED" and child.data.tags["dlexp.error"].startswith("ConfigError: lenet:")
-        assert child.data.tags["dlexp.objective"] == "best_valid_error:min"
+        assert child.data.tags["dlexp.objective"] == "best/valid_error:min"
         assert "model.filter_size=" in child.data.tags["dlexp.overrides"]
-        assert child.info.run_name.startswith("lenet digits") and "model.filter_size=" in child.info.run_name
+        assert child.info.run_name in ("filter_size=9", "filter_size=7")  # named by its swept key
     # no child finished: the table is still headed by the model's objective
-    assert "2 runs ranked by best_valid_error" in r.stdout
+    assert "2 runs ranked by best/valid_error" in r.stdout
     rows = table_rows(store, parent, tmp_path / "table")
     assert sorted(row["overrides"] for row in rows) == ["model.filter_size=7", "model.filter_size=9"]
     assert all(row["status"] == "FAILED" and "too small" in row["error"] for row in rows)
@@ -165,7 +165,7 @@ def test_an_optuna_study_goes_on_after_a_failed_trial(tmp_path):
     assert all(c.info.status == "FINISHED" for c in children if c not in failed)
     # the study ran its three trials and recorded its best among the finished ones
     results = (Path(parent.data.tags["dlexp.sweep_dir"]) / "optimization_results.yaml").read_text()
-    best = min(c.data.metrics["best_valid_error"] for c in children if c not in failed)
+    best = min(c.data.metrics["best/valid_error"] for c in children if c not in failed)
     assert f"best_value: {best}" in results and "optimizer.lr: 0.1" in results
     rows = table_rows(store, parent, tmp_path / "table")
     assert [row["status"] for row in rows] == ["FINISHED", "FINISHED", "FAILED"]

@@ -133,11 +133,11 @@ def test_sixteen_parallel_jobs_against_a_postgresql_backed_server(server, postgr
     assert len(children) == 16 and all(c.info.status == "FINISHED" for c in children)
     assert len({(c.data.params["optimizer.lr"], c.data.params["regularization.l2"]) for c in children}) == 16
     client = MlflowClient(server)
-    for c in children:  # complete metric histories: one validation an epoch (2 minibatches of 600)
-        assert c.data.metrics["epochs"] == 5 and {"best_valid_error", "final_test_error"} <= set(c.data.metrics)
-        for key in ("valid_error", "test_error", "train_nll"):
-            assert sorted(h.step for h in client.get_metric_history(c.info.run_id, key)) == [2, 4, 6, 8, 10], key
-        assert len(client.get_metric_history(c.info.run_id, "epoch_seconds")) == 5
+    for c in children:  # complete metric histories: one validation an epoch (2 minibatches of 600), at its epoch
+        assert c.data.metrics["final/epochs"] == 5 and {"best/valid_error", "best/test_error"} <= set(c.data.metrics)
+        for key in ("valid/error", "test/error", "train/nll"):
+            assert sorted(h.step for h in client.get_metric_history(c.info.run_id, key)) == [1, 2, 3, 4, 5], key
+        assert len(client.get_metric_history(c.info.run_id, "perf/epoch_seconds")) == 5
     # and in the database itself, nothing lost or twice
     con = _driver().connect(postgres)
     try:
@@ -146,9 +146,9 @@ def test_sixteen_parallel_jobs_against_a_postgresql_backed_server(server, postgr
         cur.execute("select count(*) from runs where run_uuid = any(%s) and status = 'FINISHED'", (ids,))
         assert cur.fetchone()[0] == 16
         cur.execute("select count(*), count(distinct (run_uuid, step)) from metrics "
-                    "where key = 'valid_error' and run_uuid = any(%s)", (ids,))
+                    "where key = 'valid/error' and run_uuid = any(%s)", (ids,))
         assert tuple(cur.fetchone()) == (80, 80)
     finally:
         con.close()
-    assert "16 runs ranked by best_valid_error" in r.stdout
+    assert "16 runs ranked by best/valid_error" in r.stdout
     assert sweep.main(["table", parent.info.run_id, "--tracking-uri", server, "--pivot", "lr,l2"]) == 0

@@ -63,11 +63,11 @@ def test_heatmap_of_a_two_key_grid(grid, tmp_path):
     by_lr = {c.data.params["optimizer.lr"]: c for c in children if c.info.status == "FINISHED"}
     for c in cells:
         if c["optimizer.batch_size"] == "5000":
-            assert c["status"] == "FAILED" and c["best_valid_error"] == ""
+            assert c["status"] == "FAILED" and c["best/valid_error"] == ""
         else:
             run = by_lr[c["optimizer.lr"]]
             assert c["status"] == "FINISHED" and c["run_id"] == run.info.run_id
-            assert float(c["best_valid_error"]) == pytest.approx(run.data.metrics["best_valid_error"])
+            assert float(c["best/valid_error"]) == pytest.approx(run.data.metrics["best/valid_error"])
     best = [c for c in cells if c["best"] == "1"]
     assert len(best) == 1 and best[0]["run_id"] == parent.data.tags["dlexp.best_run_id"]
     # the axes as drawn: the keys, the values as labels, log spacing said; FAILED cells labelled
@@ -89,8 +89,8 @@ def test_curves_overlay_every_finished_child(grid, tmp_path):
     finished = [c for c in children if c.info.status == "FINISHED"]
     assert {p["run_id"] for p in points} == {c.info.run_id for c in finished}
     for c in finished:
-        history = client.get_metric_history(c.info.run_id, "valid_error")
-        assert [(int(p["step"]), float(p["valid_error"])) for p in points if p["run_id"] == c.info.run_id] == \
+        history = client.get_metric_history(c.info.run_id, "valid/error")
+        assert [(int(p["step"]), float(p["valid/error"])) for p in points if p["run_id"] == c.info.run_id] == \
             sorted((h.step, h.value) for h in history)
 
 
@@ -100,21 +100,21 @@ def test_pivot_of_the_grid(grid, tmp_path, capsys):
     ref = parent.info.run_id
     assert sweep.main(["table", ref, "--pivot", "optimizer.batch_size,lr", "--tracking-uri", store]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert "best_valid_error by optimizer.batch_size x optimizer.lr" in lines[0]
+    assert "best/valid_error by optimizer.batch_size x optimizer.lr" in lines[0]
     assert lines[1].split() == ["optimizer.batch_size", "\\", "optimizer.lr", "0.001", "0.01", "0.1"]
     row100, row5000 = lines[3], lines[4]
     assert row100.split()[0] == "100" and row5000.split() == ["5000", "FAILED", "FAILED", "FAILED"]
     for lr in ("0.001", "0.01", "0.1"):
-        assert f"{100 * by_lr[lr]['best_valid_error']:.2f} %" in row100
+        assert f"{100 * by_lr[lr]['best/valid_error']:.2f} %" in row100
     assert row100.count("*") == 1 and "lowest is best" in lines[-1]
     # as CSV, raw numbers; as Markdown; another metric
     out = tmp_path / "pivot.csv"
-    assert sweep.main(["table", ref, "--pivot", "batch_size,lr", "--format", "csv", "--metric", "final_test_error",
+    assert sweep.main(["table", ref, "--pivot", "batch_size,lr", "--format", "csv", "--metric", "best/test_error",
                        "--output", str(out), "--tracking-uri", store]) == 0
     matrix = list(csv.reader(io.StringIO(out.read_text())))
     assert matrix[0] == ["optimizer.batch_size\\optimizer.lr", "0.001", "0.01", "0.1"]
     assert matrix[1][0] == "100" and [float(v) for v in matrix[1][1:]] == pytest.approx(
-        [by_lr[lr]["final_test_error"] for lr in ("0.001", "0.01", "0.1")])
+        [by_lr[lr]["best/test_error"] for lr in ("0.001", "0.01", "0.1")])
     assert matrix[2] == ["5000", "FAILED", "FAILED", "FAILED"]
     capsys.readouterr()
     assert sweep.main(["table", ref, "--pivot", "batch_size,lr", "--format", "md", "--tracking-uri", store]) == 0
@@ -147,10 +147,10 @@ def test_line_plot_of_a_one_key_sweep(costs, tmp_path):
     not_blank(artifact(store, parent.info.run_id, "images/sweep_line.png", tmp_path), (640, 420))
     points = read_csv(artifact(store, parent.info.run_id, "images/sweep_line.csv", tmp_path).read_text())
     assert [p["model.pretrain_lr"] for p in points] == ["0.001", "0.01", "0.1"]
-    by_lr = {c.data.params["model.pretrain_lr"]: c.data.metrics["final_cost"] for c in children}
-    assert [float(p["final_cost"]) for p in points] == pytest.approx([by_lr[v] for v in ("0.001", "0.01", "0.1")])
+    by_lr = {c.data.params["model.pretrain_lr"]: c.data.metrics["final/cost"] for c in children}
+    assert [float(p["final/cost"]) for p in points] == pytest.approx([by_lr[v] for v in ("0.001", "0.01", "0.1")])
     assert [p["best"] for p in points].count("1") == 1
-    best = min(points, key=lambda p: float(p["final_cost"]))
+    best = min(points, key=lambda p: float(p["final/cost"]))
     assert best["best"] == "1"
     curves = read_csv(artifact(store, parent.info.run_id, "images/sweep_curves.csv", tmp_path).read_text())
     assert "pretrain/cost" in curves[0] and {p["run_id"] for p in curves} == {c.info.run_id for c in children}
@@ -162,22 +162,22 @@ def test_list_formats_each_best_value_and_compare_lines_sweeps_up(grid, costs, c
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in lines] == [cost.info.run_id, errors.info.run_id]  # newest first
     best_error = lines[1].split("best: ")[1]
-    assert best_error.startswith(f"best_valid_error {100 * errors.data.metrics['best_valid_error']:.2f} %")
+    assert best_error.startswith(f"best/valid_error {100 * errors.data.metrics['best/valid_error']:.2f} %")
     best_cost = lines[0].split("best: ")[1]  # a cost is not a percentage
-    assert best_cost.startswith(f"final_cost {cost.data.metrics['final_cost']:.4g} (lower is better)")
+    assert best_cost.startswith(f"final/cost {cost.data.metrics['final/cost']:.4g} (lower is better)")
     # compare: one row a sweep, its best run, each value as what it is
     assert sweep.main(["compare", errors.info.run_id, cost.info.run_id, "--tracking-uri", store]) == 0
     table = capsys.readouterr().out.splitlines()
     assert table[0].split()[:3] == ["sweep", "parent", "status"] and len(table) == 4
     for row, parent in zip(table[2:], (errors, cost)):
         assert row.startswith(parent.data.tags[sweep.SWEEP_TAG]) and parent.data.tags["dlexp.best_run_id"][:12] in row
-    assert "best_valid_error (min)" in table[2] and f"{100 * errors.data.metrics['best_valid_error']:.2f} %" in table[2]
-    assert "final_cost (min)" in table[3] and f"{cost.data.metrics['final_cost']:.4g}" in table[3]
+    assert "best/valid_error (min)" in table[2] and f"{100 * errors.data.metrics['best/valid_error']:.2f} %" in table[2]
+    assert "final/cost (min)" in table[3] and f"{cost.data.metrics['final/cost']:.4g}" in table[3]
     assert sweep.main(["compare", errors.info.run_id, cost.info.run_id, "--format", "csv", "--tracking-uri",
                        store]) == 0
     rows = read_csv(capsys.readouterr().out)
-    assert [r["metric"] for r in rows] == ["best_valid_error", "final_cost"]
-    assert float(rows[1]["best"]) == pytest.approx(cost.data.metrics["final_cost"])
+    assert [r["metric"] for r in rows] == ["best/valid_error", "final/cost"]
+    assert float(rows[1]["best"]) == pytest.approx(cost.data.metrics["final/cost"])
     assert sweep.main(["compare", errors.info.run_id, "nope", "--tracking-uri", store]) == 2
     assert "no sweep 'nope'" in capsys.readouterr().err
 
@@ -192,18 +192,18 @@ def test_skip_finished_trains_nothing_on_a_rerun(grid):
     skipped = [c for c in children if c.data.tags.get(sweep.SKIPPED_TAG)]
     assert len(children) == 6 and len(skipped) == 3 and all(c.info.status == "FINISHED" for c in skipped)
     client = MlflowClient(store)
-    for c in skipped:  # the old run's final values, and nothing trained: no curve (one value), no checkpoint
+    for c in skipped:  # the old run's summary values, and nothing trained: no curve, no checkpoint
         was = old[c.data.tags[sweep.SKIPPED_TAG]]
         assert c.data.params["optimizer.lr"] == was.data.params["optimizer.lr"]
-        assert c.data.metrics == was.data.metrics
-        assert len(client.get_metric_history(c.info.run_id, "valid_error")) == 1 < len(
-            client.get_metric_history(was.info.run_id, "valid_error"))
+        assert c.data.metrics == {k: v for k, v in was.data.metrics.items() if k.startswith(("best/", "final/"))}
+        assert len(client.get_metric_history(c.info.run_id, "valid/error")) == 0 < len(
+            client.get_metric_history(was.info.run_id, "valid/error"))
         assert not list(Path(c.data.tags["dlexp.output_dir"]).glob("*.pkl"))
     assert sorted(c.info.status for c in children if c not in skipped) == ["FAILED"] * 3
     assert r.stdout.count("SKIPPED") == 3 and r.stdout.count("finished before as run") == 3
     assert (r.stdout + r.stderr).count("not trained again") == 3
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep.skipped"] == 3
-    assert parent.data.metrics["best_valid_error"] == grid["parent"].data.metrics["best_valid_error"]
+    assert parent.data.metrics["best/valid_error"] == grid["parent"].data.metrics["best/valid_error"]
 
 
 def test_skip_finished_outside_a_sweep_names_the_run(grid):
@@ -243,8 +243,8 @@ def test_an_interrupted_sweep_is_finished_by_running_it_again(tmp_path):
     assert sum(bool(c.data.tags.get(sweep.SKIPPED_TAG)) for c in children.values()) == 2
     resumed = children[killed[0].info.run_id]  # the stopped run continued, in the new sweep
     assert resumed.data.tags["dlexp.resumed_from"].startswith("finetune iteration ")
-    assert resumed.data.metrics["epochs"] == 400
-    assert second.info.status == "FINISHED" and "4 runs ranked by best_valid_error" in r.stdout
+    assert resumed.data.metrics["final/epochs"] == 400
+    assert second.info.status == "FINISHED" and "4 runs ranked by best/valid_error" in r.stdout
 
 
 def test_an_optuna_sweep_prints_no_experimental_warnings(tmp_path):
@@ -254,7 +254,7 @@ def test_an_optuna_sweep_prints_no_experimental_warnings(tmp_path):
                         "hydra.sweeper.sampler.multivariate=true",
                         "hydra.callbacks.mlflow_sweep.pruner.n_startup_trials=1")
     assert "ExperimentalWarning" not in r.stderr + r.stdout, r.stderr[-3000:]
-    assert "4 runs ranked by best_valid_error" in r.stdout
+    assert "4 runs ranked by best/valid_error" in r.stdout
 
 
 def _run(run_id, params, metrics=(), status="FINISHED", tags=()):
@@ -283,7 +283,7 @@ def test_sampled_values_make_a_scatter_and_more_keys_a_heatmap_of_the_best(tmp_p
     rng = random.Random(0)
     sampled = [_run(f"r{i}", {"optimizer.lr": repr(10 ** rng.uniform(-4, -1)),
                               "regularization.l2": repr(10 ** rng.uniform(-5, -2))},
-                    {"best_valid_error": rng.uniform(0.02, 0.3)}) for i in range(20)]
+                    {"best/valid_error": rng.uniform(0.02, 0.3)}) for i in range(20)]
     rows = sweep.rank(sampled, ["optimizer.lr", "regularization.l2"])[0]
     spec = "optimizer.lr=tag(log, interval(1e-4, 1e-1)) regularization.l2=tag(log, interval(1e-5, 1e-2))"
     parent = _run("p", {"sweep.params": spec}, tags={"dlexp.sweep_id": "o"})
@@ -293,7 +293,7 @@ def test_sampled_values_make_a_scatter_and_more_keys_a_heatmap_of_the_best(tmp_p
     assert fig.axes[0].get_xscale() == "log" and fig.axes[0].get_yscale() == "log" and len(data) == 20
     # three keys: the heatmap of the first two, each cell the best over the third
     grid3 = [_run(f"g{a}{b}{c}", {"optimizer.lr": a, "regularization.l2": b, "model.n_hidden": c},
-                  {"best_valid_error": 0.1 * (int(c) + 1) + 0.01 * a.count("0")})
+                  {"best/valid_error": 0.1 * (int(c) + 1) + 0.01 * a.count("0")})
              for a in ("0.1", "0.01") for b in ("0", "0.001") for c in ("1", "2")]
     rows = sweep.rank(grid3)[0]
     keys = ["optimizer.lr", "regularization.l2", "model.n_hidden"]

@@ -147,14 +147,14 @@ def test_grid_is_one_parent_with_four_children(grid):
     sweep_dir = Path(parent.data.tags["dlexp.sweep_dir"])
     assert (sweep_dir / sweep.PARENT_FILE).read_text().strip() == parent.info.run_id
     assert parent.data.tags[sweep.SWEEP_TAG].startswith("outputs/multirun/")
-    # one child per grid point, params flattened with dotted keys, named by its overridden values
+    # one child per grid point, params flattened with dotted keys, named by its swept values
     points = {(c.data.params["optimizer.lr"], c.data.params["regularization.l2"]) for c in children}
     assert points == {("0.1", "0.0"), ("0.1", "0.01"), ("0.01", "0.0"), ("0.01", "0.01")}
     for c in children:
         assert c.data.params["model.name"] == "mlp" and c.data.params["model.hidden_sizes"] == "[16]"
         assert c.data.params["dataset.name"] == "digits" and "trainer.max_epochs" in c.data.params
         lr, l2 = c.data.params["optimizer.lr"], c.data.params["regularization.l2"]
-        assert f"optimizer.lr={lr}" in c.info.run_name and "regularization.l2=" in c.info.run_name
+        assert c.info.run_name.startswith(f"lr={lr} l2=")  # its swept keys only, short
         assert c.info.experiment_id == parent.info.experiment_id
 
 
@@ -163,29 +163,29 @@ def test_grid_table_ranks_children_by_their_metrics(grid, tmp_path):
     by_id = {c.info.run_id: c for c in children}
     rows = read_csv(artifact_text(store, parent.info.run_id, sweep.TABLE_CSV, tmp_path / "csv"))
     assert [int(r["rank"]) for r in rows] == [1, 2, 3, 4] and set(r["run_id"] for r in rows) == set(by_id)
-    errors = [by_id[r["run_id"]].data.metrics["best_valid_error"] for r in rows]
+    errors = [by_id[r["run_id"]].data.metrics["best/valid_error"] for r in rows]
     assert errors == sorted(errors)
-    assert sorted(errors) == sorted(c.data.metrics["best_valid_error"] for c in children)
+    assert sorted(errors) == sorted(c.data.metrics["best/valid_error"] for c in children)
     for r in rows:
         child = by_id[r["run_id"]]
-        assert float(r["best_valid_error"]) == pytest.approx(child.data.metrics["best_valid_error"])
-        assert float(r["test_error"]) == pytest.approx(child.data.metrics["final_test_error"])
-        assert int(float(r["epochs"])) == int(child.data.metrics["epochs"])
+        assert float(r["best/valid_error"]) == pytest.approx(child.data.metrics["best/valid_error"])
+        assert float(r["test_error"]) == pytest.approx(child.data.metrics["best/test_error"])
+        assert int(float(r["epochs"])) == int(child.data.metrics["final/epochs"])
         assert float(r["seconds"]) >= 0 and r["status"] == "FINISHED"
         lr, l2 = r["overrides"].split()  # the swept values, as given on the command line
         assert lr == f"optimizer.lr={child.data.params['optimizer.lr']}"
         assert float(l2.split("=")[1]) == float(child.data.params["regularization.l2"])
     # the best child's metrics are the parent's
     best = by_id[rows[0]["run_id"]]
-    assert parent.data.metrics["best_valid_error"] == pytest.approx(min(errors))
-    assert parent.data.metrics["final_test_error"] == pytest.approx(best.data.metrics["final_test_error"])
+    assert parent.data.metrics["best/valid_error"] == pytest.approx(min(errors))
+    assert parent.data.metrics["best/test_error"] == pytest.approx(best.data.metrics["best/test_error"])
     assert parent.data.tags["dlexp.best_run_id"] == best.info.run_id and parent.data.metrics["sweep.runs"] == 4
     md = artifact_text(store, parent.info.run_id, sweep.TABLE_MD, tmp_path / "md")
     assert md.startswith("| rank | overrides | best valid error | test error | epochs | seconds |")
     assert len(md.strip().splitlines()) == 2 + 4
     # the table printed to the terminal, in the same order
     out = grid["out"]
-    assert "4 runs ranked by best_valid_error" in out and "best valid error" in out
+    assert "4 runs ranked by best/valid_error" in out and "best valid error" in out
     printed = [line for line in out.splitlines() if line.strip()[:1].isdigit() and "optimizer.lr=" in line]
     assert [line.split()[1] for line in printed] == [r["overrides"].split()[0] for r in rows]
     assert [line.split()[-1] for line in printed] == [r["run_id"][:12] for r in rows]
@@ -204,7 +204,7 @@ def test_table_later_from_the_cli(grid, tmp_path, capsys, monkeypatch):
         capsys.readouterr()
         assert sweep.main(["table", ref, "--tracking-uri", store]) == 0
         out = capsys.readouterr().out
-        assert parent.info.run_id in out and "4 runs ranked by best_valid_error" in out
+        assert parent.info.run_id in out and "4 runs ranked by best/valid_error" in out
         assert out.index(read_csv(artifact)[0]["run_id"][:12]) < out.index(read_csv(artifact)[3]["run_id"][:12])
     assert sweep.main(["list", "--tracking-uri", store]) == 0
     assert parent.info.run_id in capsys.readouterr().out
@@ -230,21 +230,21 @@ def test_eight_parallel_jobs_lose_no_run_and_no_metric(tmp_path):
     client = MlflowClient(store)
     for c in children:
         m = c.data.metrics
-        assert m["epochs"] == 5 and {"best_valid_error", "final_test_error", "train_seconds"} <= set(m)
-        # one validation an epoch here (2 minibatches of 600): MLflow holds every one, at its step
-        for key in ("valid_error", "test_error", "train_nll"):
+        assert m["final/epochs"] == 5 and {"best/valid_error", "best/test_error", "final/train_seconds"} <= set(m)
+        # one validation an epoch here (2 minibatches of 600): MLflow holds every one, at its epoch
+        for key in ("valid/error", "test/error", "train/nll"):
             history = client.get_metric_history(c.info.run_id, key)
-            assert sorted(h.step for h in history) == list(range(2, 11, 2)), key
-        assert len(client.get_metric_history(c.info.run_id, "epoch_seconds")) == 5
+            assert sorted(h.step for h in history) == [1, 2, 3, 4, 5], key
+        assert len(client.get_metric_history(c.info.run_id, "perf/epoch_seconds")) == 5
         # and the values the job printed (its log shows some validations) are the ones stored
-        valid = {h.step: h.value for h in client.get_metric_history(c.info.run_id, "valid_error")}
+        valid = {h.step: h.value for h in client.get_metric_history(c.info.run_id, "valid/error")}
         log_file = Path(c.data.tags["dlexp.output_dir"]) / "dlexp.log"  # Hydra names the log after hydra.job.name
         logged = [line for line in log_file.read_text().splitlines() if ": valid error " in line]
         assert logged
         for line in logged:
-            step = int(line.split("iter ")[1].split(":")[0])
+            step = int(line.split("epoch ")[1].split(",")[0])
             assert f"valid error {100 * valid[step]:.2f} %" in line
-    assert "8 runs ranked by best_valid_error" in r.stdout
+    assert "8 runs ranked by best/valid_error" in r.stdout
 
 
 # -------------------------------------------------------------------- Optuna
@@ -259,15 +259,15 @@ def test_optuna_preset_runs_three_trials_and_the_parent_records_the_best(tmp_pat
     for c in children:  # sampled log-uniformly in the tutorials' ranges
         assert 1e-4 <= float(c.data.params["optimizer.lr"]) <= 1e-1
         assert 1e-5 <= float(c.data.params["regularization.l2"]) <= 1e-2
-    best = min(children, key=lambda c: c.data.metrics["best_valid_error"])
-    assert parent.data.metrics["best_valid_error"] == pytest.approx(best.data.metrics["best_valid_error"])
+    best = min(children, key=lambda c: c.data.metrics["best/valid_error"])
+    assert parent.data.metrics["best/valid_error"] == pytest.approx(best.data.metrics["best/valid_error"])
     assert parent.data.tags["dlexp.best_run_id"] in {c.info.run_id for c in children
-                                                      if c.data.metrics["best_valid_error"] ==
-                                                      best.data.metrics["best_valid_error"]}
+                                                      if c.data.metrics["best/valid_error"] ==
+                                                      best.data.metrics["best/valid_error"]}
     # Optuna's own record of the study agrees
     results = artifact_text(store, parent.info.run_id, "optimization_results.yaml", tmp_path / "opt")
-    assert f"best_value: {best.data.metrics['best_valid_error']}" in results
-    assert "3 runs ranked by best_valid_error" in r.stdout
+    assert f"best_value: {best.data.metrics['best/valid_error']}" in results
+    assert "3 runs ranked by best/valid_error" in r.stdout
     # the study's pictures: Optuna's optimisation history and parameter importances, with their data
     images = {f.path for f in MlflowClient(store).list_artifacts(parent.info.run_id, "images")}
     assert {f"images/optuna_{n}.{e}" for n in ("history", "importance") for e in ("png", "csv")} <= images
@@ -313,11 +313,11 @@ def test_pruned_run_ends_finished_tagged_pruned_and_the_sweep_goes_on(tmp_path):
                        "n_startup_trials:1}")
     parent, children = sweep_runs(store)
     by_lr = {c.data.params["optimizer.lr"]: c for c in children}
-    assert by_lr["0.13"].info.status == "FINISHED" and by_lr["0.13"].data.metrics["epochs"] == 10
+    assert by_lr["0.13"].info.status == "FINISHED" and by_lr["0.13"].data.metrics["final/epochs"] == 10
     pruned = by_lr["0.0001"]
     # an outcome of the sweep, not a crash: FINISHED (no red mark in the UI), tagged, PRUNED in the table
     assert pruned.info.status == "FINISHED" and pruned.data.tags["dlexp.pruned"].startswith("at step ")
-    assert "epochs" not in pruned.data.metrics
+    assert "final/epochs" not in pruned.data.metrics
     assert parent.info.status == "FINISHED" and parent.data.metrics["sweep.pruned"] == 1
     assert parent.data.tags["dlexp.best_run_id"] == by_lr["0.13"].info.run_id
     rows = read_csv(artifact_text(store, parent.info.run_id, sweep.TABLE_CSV, tmp_path / "csv"))
@@ -415,20 +415,20 @@ def _fake_run(run_id, metrics, params=(), tags=(), status="FINISHED", start=0):
 
 
 def test_ranking_rules():
-    # supervised: lowest best_valid_error first; a failed run (no metric) and a pruned one last
-    runs = [_fake_run("a", {"best_valid_error": 0.2}), _fake_run("b", {"best_valid_error": 0.1}, start=5),
-            _fake_run("c", {}, status="FAILED"), _fake_run("d", {"best_valid_error": 0.05},
+    # supervised: lowest best/valid_error first; a failed run (no metric) and a pruned one last
+    runs = [_fake_run("a", {"best/valid_error": 0.2}), _fake_run("b", {"best/valid_error": 0.1}, start=5),
+            _fake_run("c", {}, status="FAILED"), _fake_run("d", {"best/valid_error": 0.05},
                                                             tags={"dlexp.pruned": "at step 2"})]
     rows, metric = sweep.rank(runs)
-    assert metric == "best_valid_error" and [r["run_id"] for r in rows] == ["b", "a", "d", "c"]
+    assert metric == "best/valid_error" and [r["run_id"] for r in rows] == ["b", "a", "d", "c"]
     assert [r["status"] for r in rows] == ["FINISHED", "FINISHED", "PRUNED", "FAILED"]
     # pretraining only: the final cost, lowest first, epochs from the config
-    da = [_fake_run(k, {"final_cost": v}, {"model.name": "da", "model.pretrain_epochs": "15"})
+    da = [_fake_run(k, {"final/cost": v}, {"model.name": "da", "model.pretrain_epochs": "15"})
           for k, v in (("x", 30.0), ("y", 20.0))]
     rows, metric = sweep.rank(da)
-    assert metric == "final_cost" and [r["run_id"] for r in rows] == ["y", "x"] and rows[0]["epochs"] == 15
+    assert metric == "final/cost" and [r["run_id"] for r in rows] == ["y", "x"] and rows[0]["epochs"] == 15
     # a run whose objective is a likelihood (an RBM trained with PCD) says so in its tag: highest first
-    rbm = [_fake_run(k, {"final_cost": v}, tags={"dlexp.objective": "final_cost:max"})
+    rbm = [_fake_run(k, {"final/cost": v}, tags={"dlexp.objective": "final/cost:max"})
            for k, v in (("p", -80.0), ("q", -60.0))]
     assert [r["run_id"] for r in sweep.rank(rbm)[0]] == ["q", "p"]
     text = sweep.table_text(*sweep.rank(runs))
@@ -465,13 +465,13 @@ def test_sweep_against_a_tracking_server_over_http(tmp_path, tracking_server):
         run_id = child["info"]["run_id"]
         assert child["info"]["status"] == "FINISHED"
         metrics = {m["key"]: m["value"] for m in child["data"]["metrics"]}
-        assert metrics["epochs"] == 4
+        assert metrics["final/epochs"] == 4
         for key in metrics:  # every metric's history reads back
             q = urllib.parse.urlencode({"run_id": run_id, "metric_key": key})
             history = _rest(url, f"/api/2.0/mlflow/metrics/get-history?{q}")["metrics"]
             assert history and history[-1]["value"] == pytest.approx(metrics[key]) or \
                 any(h["value"] == pytest.approx(metrics[key]) for h in history)
-            if key in ("valid_error", "epoch_seconds"):
+            if key in ("valid/error", "perf/epoch_seconds"):
                 assert len(history) == 4
         listing = _rest(url, f"/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=images")["files"]
         assert [f["path"] for f in listing] == ["images/filters.png"]
@@ -480,7 +480,7 @@ def test_sweep_against_a_tracking_server_over_http(tmp_path, tracking_server):
     table = _rest(url, "/get-artifact?" + urllib.parse.urlencode({"path": sweep.TABLE_CSV, "run_uuid": parent_id}))
     rows = read_csv(table.decode())
     assert [r["run_id"] for r in rows] == [c["info"]["run_id"] for c in sorted(
-        children, key=lambda c: {m["key"]: m["value"] for m in c["data"]["metrics"]}["best_valid_error"])]
+        children, key=lambda c: {m["key"]: m["value"] for m in c["data"]["metrics"]}["best/valid_error"])]
 
 
 # ---------------------------------------------------------- what the UI shows
@@ -507,7 +507,7 @@ def test_mlflow_ui_shows_the_sweep(grid, tmp_path):
     assert "Comparing 4 Runs" in dom, dom[-2000:]
     for c in children:
         assert c.info.run_id in dom
-    for key in ("optimizer.lr", "regularization.l2", "best_valid_error"):
+    for key in ("optimizer.lr", "regularization.l2", "best/valid_error"):
         assert key in dom
     # the experiment's runs page: the training-runs view, the sweep's parent, 1 + 4 runs
     runs_page = re.sub(r"<[^>]+>", "", _chromium(tmp_path, "--dump-dom", f"{url}/#/experiments/{exp}/runs").stdout)

@@ -30,6 +30,12 @@ from ..checks import check, positive
 Picture = Tuple[np.ndarray, Tuple[int, int]]  # rows of pixels in [0, 1], (tile rows, tile cols)
 
 
+PRETRAINING_ONLY = {  # Model.ignores of a model that trains only by pretraining (no labels: da, ca, rbm)
+    "optimizer.lr": "model.pretrain_lr", "optimizer.batch_size": "model.pretrain_batch_size",
+    "trainer.max_epochs": "model.pretrain_epochs", "optimizer": "", "early_stopping": "", "regularization": "",
+}
+
+
 @dataclass
 class ModelConfig:
     name: str
@@ -143,11 +149,16 @@ def n_inputs(image_shape) -> int:
 class Model(nn.Module):
     """The interface a run uses; every model subclasses it.
 
-    ``supervised``: a supervised training (or fine-tuning) phase exists.
+    ``supervised``: a supervised training (or fine-tuning) phase exists. ``ignores``: the config keys it
+    never reads, and what to set instead.
     """
 
     Config: ClassVar[type]
     supervised: ClassVar[bool] = True
+    # The config keys this model never reads (a group, or group.key) -> the key that does that job for it
+    # ("" if none does): such an override is refused before any run starts, and they are not logged as the
+    # run's params (dlexp.params). A model that trains only by pretraining sets PRETRAINING_ONLY.
+    ignores: ClassVar[Dict[str, str]] = {}
 
     @classmethod
     def build(cls, cfg, image_shape, n_classes: int) -> "Model":
@@ -203,4 +214,6 @@ class Model(nn.Module):
 
     def objective(self) -> Tuple[str, str]:
         """How a sweep ranks this model's runs: (metric, "min" or "max")."""
-        return ("best_valid_error", "min") if self.supervised else ("final_cost", "min")
+        from ..metric_names import BEST_VALID, FINAL_COST
+
+        return (BEST_VALID, "min") if self.supervised else (FINAL_COST, "min")

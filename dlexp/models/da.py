@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check
-from .base import Model, Outer, PretrainConfig, Sum, n_inputs, rows
+from .base import PRETRAINING_ONLY, Model, Outer, PretrainConfig, Sum, n_inputs, rows
 from .init import glorot_uniform_
 from .registry import register
 
@@ -77,6 +77,7 @@ def tied_autoencoder_params(module: nn.Module, n_visible: int, n_hidden: int, W=
 class DenoisingAutoencoder(Model):
     Config = DAConfig
     supervised = False
+    ignores = PRETRAINING_ONLY
 
     def __init__(self, n_visible: int, n_hidden: int, corruption_level: float = 0.0, W=None, bhid=None):
         super().__init__()

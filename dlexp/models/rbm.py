@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..checks import check
-from .base import Model, Outer, PretrainConfig, Sum, n_inputs
+from .base import PRETRAINING_ONLY, Model, Outer, PretrainConfig, Sum, n_inputs
 from .init import glorot_uniform_
 from .registry import register
 
@@ -73,6 +73,7 @@ def bernoulli(p):
 class RBM(Model):
     Config = RBMConfig
     supervised = False
+    ignores = PRETRAINING_ONLY
 
     def __init__(self, n_visible: int, n_hidden: int, k: int = 15, persistent: bool = True, batch_size: int = 20,
                  W: nn.Parameter = None, hbias: nn.Parameter = None, *, n_chains: int = 20, n_samples: int = 10,
@@ -248,5 +249,7 @@ class RBM(Model):
 
     def objective(self):
         """PCD's cost is the log pseudo-likelihood: higher is better."""
-        return ("final_cost", "max") if self.persistent else super().objective()
+        from ..metric_names import FINAL_COST
+
+        return (FINAL_COST, "max") if self.persistent else super().objective()
 

@@ -44,9 +44,11 @@ from hydra.experimental.callback import Callback
 
 from .. import interrupt
 from ..longlived import freeze_long_lived
-from ..provenance import git_commit
+from .. import metric_names as names
+from .. import run_names
+from ..provenance import git_commit, source_tags
 from . import failures, interrupted, jobs, precheck, sacct
-from .context import OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
+from .context import KEYS_FILE, OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
 from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, runs_page, table_csv, table_markdown, table_text
 
@@ -101,6 +103,7 @@ class MlflowSweep(Callback):
         self.sweep_dir = None
         self.keys = []
         self.register_as = None
+        self.n_jobs = None
         self._open = False
         self._warm = None  # the thread preparing the pictures while the jobs run
         self.total = None  # how many jobs the sweep is to run (trials, for Optuna), if known
@@ -120,8 +123,8 @@ class MlflowSweep(Callback):
     def on_multirun_start(self, config, **kwargs) -> None:
         _fast_composition()
         _check_cluster_or_exit(config)
-        checked = _check_jobs_or_exit(config)
-        self.total = config.hydra.sweeper.get("n_trials") or checked  # Optuna: its trials, not its choices
+        self.n_jobs = _check_jobs_or_exit(config)
+        self.total = self.n_jobs  # Optuna: its trials, not its choices
         _check_storage_or_exit(config)
         _quiet_optuna(config)
         self.slurm = str(config.hydra.launcher.get("_target_", "")).endswith(".SlurmLauncher")
@@ -132,6 +135,8 @@ class MlflowSweep(Callback):
         swept, fixed = sweep_overrides(config)
         self.keys = list(dict.fromkeys(override_key(o) for o in swept))
         jobs.start(self.sweep_dir)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        (self.sweep_dir / KEYS_FILE).write_text("".join(k + "\n" for k in self.keys))  # the jobs' run names
         tracking = config.get("tracking")
         if tracking is None or not tracking.get("enabled", True):
             return
@@ -160,6 +165,7 @@ class MlflowSweep(Callback):
         params = _parent_params(config, swept, fixed, self.keys, self.sweep_dir)
         sweep_id = str(self.sweep_dir)
         tags = {
+            **source_tags(),  # the UI's "Created by" / source columns, as a single run's
             SWEEP_TAG: sweep_id,
             "dlexp.sweep_dir": str(self.sweep_dir.resolve()),
             "dlexp.sweep": "parent",
@@ -169,7 +175,7 @@ class MlflowSweep(Callback):
         }
         model = OmegaConf.select(config, "model.name", default="?")
         dataset = OmegaConf.select(config, "dataset.name", default="?")
-        name = " ".join(["sweep", str(model), str(dataset), *swept])[:240]
+        name = run_names.parent(str(model), str(dataset), self.keys, self.n_jobs)
         self.register_as = tracking.get("register_as")
         self.tracker = Tracker(resolve_uri(tracking.get("uri")), tracking.get("experiment", "dlexp"))
         run_id = self.tracker.start(name, params, tags)
@@ -240,7 +246,9 @@ class MlflowSweep(Callback):
         best = next((r for r in rows if r[metric] is not None and r["status"] != "PRUNED"), None)
         if best is not None:
             best_run = next(c for c in children if c.info.run_id == best["run_id"])
-            summary.update(best_run.data.metrics)
+            # its summary values (best/, final/: numbers in the UI), not its curves' last points, which
+            # would draw as an extra series beside the children's curves
+            summary.update({k: v for k, v in names.renamed(best_run.data.metrics).items() if names.is_summary(k)})
             tags.update({"dlexp.best_run_id": best["run_id"], "dlexp.best_overrides": best["overrides"] or "(none)",
                          "dlexp.ranked_by": metric})
             if self.register_as:
@@ -355,7 +363,7 @@ def _warm_up(client, run_id: str) -> None:
         from .plots import warm_up
 
         warm_up()
-        client.get_metric_history(run_id, "valid_error")
+        client.get_metric_history(run_id, names.VALID_ERROR)
     except Exception as e:  # the pictures will say what is wrong, if anything
         log.debug("pictures warm-up: %s", e)
 
@@ -422,7 +430,8 @@ def _check_storage_or_exit(config) -> None:
 
 def _check_jobs_or_exit(config):
     """Every job's config composed and validated; a bad one ends the command here, with one line and
-    exit 2 (Hydra would turn an exception raised by a callback into a warning and run the jobs)."""
+    exit 2 (Hydra would turn an exception raised by a callback into a warning and run the jobs). Returns
+    how many jobs the sweep will run (the basic sweeper's grid, a sampler's ``n_trials``) or None."""
     from ..config import ConfigError
 
     try:
@@ -434,4 +443,5 @@ def _check_jobs_or_exit(config):
         log.warning("could not check the sweep's jobs before they start: %s: %s", type(e).__name__, e)
         return None
     log.debug("the configs of the sweep's %d jobs are valid", n)
-    return n
+    basic = str(config.hydra.sweeper.get("_target_", "")).endswith(".BasicSweeper")
+    return n if basic else config.hydra.sweeper.get("n_trials")

@@ -8,6 +8,7 @@ sweeps). As text, Markdown or CSV.
 import csv
 import io
 
+from .. import metric_names as names
 from .context import OBJECTIVE_TAG, SWEEP_TAG
 from .runs import sweep_table
 from .table import fmt, is_error
@@ -21,15 +22,16 @@ HEADERS = {"ranked_by": "ranked by", "test_error": "test error", "best_overrides
 def parent_best(parent) -> tuple:
     """(metric, direction, value) of a sweep's best child, as its parent run recorded them."""
     metric, _, direction = parent.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")
-    metrics = parent.data.metrics
+    metrics = names.renamed(parent.data.metrics)  # a sweep logged before the current names, read as now
     if not metric:
         metric = parent.data.tags.get("dlexp.ranked_by") or (
-            "best_valid_error" if "best_valid_error" in metrics or "final_cost" not in metrics else "final_cost")
+            names.BEST_VALID if names.BEST_VALID in metrics or names.FINAL_COST not in metrics else names.FINAL_COST)
+    metric = names.NEW.get(metric, metric)
     return metric, direction or "min", metrics.get(metric)
 
 
 def best_text(metric: str, direction: str, value) -> str:
-    """``best_valid_error 2.40 %``, ``final_cost 63.21 (lower is better)``, ``- `` for none."""
+    """``best/valid_error 2.40 %``, ``final/cost 63.21 (lower is better)``, ``- `` for none."""
     if value is None:
         return f"{metric} -"
     if is_error(metric):

@@ -8,6 +8,7 @@ The sweep's parent run id is written to ``<sweep dir>/mlflow_parent_run_id`` by 
 from pathlib import Path
 
 PARENT_FILE = "mlflow_parent_run_id"
+KEYS_FILE = "mlflow_sweep_keys"  # the swept keys, one a line: what a job's run is named by (dlexp.run_names)
 SWEEP_TAG = "dlexp.sweep_id"
 PARENT_TAG = "mlflow.parentRunId"
 OBJECTIVE_TAG = "dlexp.objective"  # "<metric>:<direction>", set by each run: what a sweep ranks it by
@@ -30,6 +31,17 @@ def parent_run_id():
         return None
     path = Path(hc.sweep.dir) / PARENT_FILE
     return path.read_text().strip() if path.exists() else None
+
+
+def swept_keys() -> list:
+    """The keys the sweep this job belongs to sweeps (written beside the parent run's id), or []."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return []
+    path = Path(HydraConfig.get().sweep.dir) / KEYS_FILE
+    return path.read_text().split() if path.exists() else []
 
 
 def callback_config() -> dict:

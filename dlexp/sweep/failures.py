@@ -13,7 +13,9 @@
 import logging
 from pathlib import Path
 
-from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PARENT_TAG, override_key
+from .. import metric_names as names
+from .. import run_names
+from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PARENT_TAG, override_key, swept_keys
 
 log = logging.getLogger("dlexp")
 
@@ -60,7 +62,7 @@ def _objective(config) -> str:
     from ..models import REGISTRY
 
     model = REGISTRY.get(OmegaConf.select(config, "model.name", default=None))
-    return "best_valid_error:min" if model is None or model.supervised else "final_cost:min"
+    return f"{names.BEST_VALID}:min" if model is None or model.supervised else f"{names.FINAL_COST}:min"
 
 
 def _has_run(client, parent, output_dir: str) -> bool:
@@ -84,8 +86,8 @@ def record_failed_run(config, parent_id: str, overrides: list, why: str) -> None
         return
     model = OmegaConf.select(config, "model.name", default="?")
     dataset = OmegaConf.select(config, "dataset.name", default="?")
-    named = [o for o in overrides if not o.lstrip("+~").startswith(HIDDEN + ("model=", "dataset="))]
-    name = " ".join([str(model), str(dataset), *named])[:240]  # as the run code names its runs
+    name = (OmegaConf.select(config, "tracking.run_name", default=None)  # as the run code names its runs
+            or run_names.child(overrides, swept_keys()) or run_names.single(str(model), str(dataset), overrides))
     tags = {PARENT_TAG: parent_id, ERROR_TAG: why, EARLY_TAG: "true", OBJECTIVE_TAG: _objective(config),
             "dlexp.overrides": " ".join(overrides) or "(none)", "dlexp.output_dir": output_dir}
     tracker.start(name, {}, tags)

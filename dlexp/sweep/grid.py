@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from .. import metric_names as names
 from .table import status
 
 
@@ -103,7 +104,7 @@ def cells(children, keys, metric: str, direction: str) -> dict:
         point = tuple(key_value(run, k) for k in keys)
         if any(v is None for v in point):
             continue
-        value, state = run.data.metrics.get(metric), status(run)
+        value, state = names.get(run.data.metrics, metric), status(run)
         cell = out.get(point)
         if cell is None:
             out[point] = Cell(value, state, run.info.run_id, 1)

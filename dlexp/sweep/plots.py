@@ -23,6 +23,8 @@ import logging
 import re
 from pathlib import Path
 
+from ..curves import STEP_TAG
+from ..metric_names import VALID_ERROR
 from .grid import best_point, cells, key_value, label, log_spaced, numeric, ordered
 from .table import fmt, is_error, objective, status
 
@@ -216,8 +218,9 @@ def line(children, key, metric, direction, title, log=False) -> tuple:
 
 
 def curve_metric(children) -> str:
-    if any("valid_error" in r.data.metrics for r in children):
-        return "valid_error"
+    for name in (VALID_ERROR, "valid_error"):  # (a sweep logged before the current metric names)
+        if any(name in r.data.metrics for r in children):
+            return name
     return "pretrain/cost"
 
 
@@ -242,7 +245,8 @@ def overlaid_curves(client, rows, children, title) -> tuple:
                 label=(f"{name} (best)" if best else name)[:60])
         data += [[row["run_id"], row["overrides"], m.step, m.value] for m in history]
     ax.yaxis.set_major_formatter(_formatter(metric))
-    ax.set_xlabel("iteration" if metric == "valid_error" else "epoch")
+    ax.set_xlabel("iteration" if metric == "valid_error" else
+                  next((c.data.tags[STEP_TAG] for c in children if STEP_TAG in c.data.tags), "epoch"))
     ax.set_ylabel(metric)
     ax.set_title(f"{title}\n{len({d[0] for d in data})} runs' curves", fontsize=10)
     if 0 < len(shown) <= 12 and data:

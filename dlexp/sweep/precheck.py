@@ -95,6 +95,7 @@ class _Composer:
     def check(self, job: list) -> None:
         """Raise ConfigError if this job's config cannot be composed or does not validate."""
         from ..config import ConfigError, validate
+        from ..params import check_overrides
         from .compose import keep
 
         try:
@@ -103,7 +104,8 @@ class _Composer:
             raise
         except Exception as e:  # Hydra's and OmegaConf's composition errors
             raise _hydra_error(e) from None
-        validate(cfg)
+        run = validate(cfg)
+        check_overrides(run.model.name, job)  # e.g. optimizer.lr for model=da: refused
         keep(self.loader, self.master, job, cfg)
 
     def accepts(self, job: list) -> bool:

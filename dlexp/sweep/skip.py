@@ -3,11 +3,11 @@
 :func:`finished_result` runs first in a job (before any check that reads data): it looks the job's
 config key (the ``dlexp.config_key`` tag every run carries: :func:`dlexp.resume.config_key` of its
 flattened config, without the keys that only say how it runs) up among the experiment's FINISHED runs.
-When one is there, the job returns that run's final metrics (``best_valid_error``, ``final_cost``,
+When one is there, the job returns that run's final metrics (``best/valid_error``, ``final/cost``,
 ... : the sweeper gets its objective) without loading data or training, and
 
 * in a sweep, it is logged as a child run of the new sweep, FINISHED, with the old run's final metrics
-  (no histories), tagged ``dlexp.skipped_from=<old run id>``, so the table, the pictures and the MLflow
+  (its summary values, no curves), tagged ``dlexp.skipped_from=<old run id>``, so the table, the pictures and the MLflow
   UI show the whole grid; the table lists it as SKIPPED, the run it points to under it;
 * outside a sweep, no run is made: the command says which run already holds the result.
 
@@ -19,6 +19,7 @@ import os
 import sys
 from dataclasses import asdict, replace
 
+from .. import metric_names as names
 from .context import OBJECTIVE_TAG, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG, parent_run_id
 
 log = logging.getLogger("dlexp")
@@ -34,7 +35,7 @@ def without_skip(run):
 
 def config_key(run) -> str:
     from .. import resume
-    from ..tracked import flatten
+    from ..params import flatten
 
     return resume.config_key(flatten(asdict(without_skip(run))))
 
@@ -60,7 +61,7 @@ def finished_result(run, overrides: list, out):
     old = find_finished(tracker, config_key(run))
     if old is None:
         return None
-    old_id, metrics = old.info.run_id, dict(old.data.metrics)
+    old_id, metrics = old.info.run_id, names.renamed(old.data.metrics)  # an old run's names, read as now
     parent = parent_run_id()
     run_id = _record(tracker, run, overrides, out, old, parent) if parent else old_id
     log.info("trainer.skip_finished: this config FINISHED as run %s (%s); not trained again%s", old_id,
@@ -71,13 +72,15 @@ def finished_result(run, overrides: list, out):
 def _summary(old) -> str:
     from .table import fmt
 
-    metric = old.data.tags.get(OBJECTIVE_TAG, "best_valid_error:min").rpartition(":")[0] or "best_valid_error"
-    return f"{metric} {fmt(metric, old.data.metrics.get(metric))}"
+    metric = old.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")[0] or names.BEST_VALID
+    metric = names.NEW.get(metric, metric)
+    return f"{metric} {fmt(metric, names.get(old.data.metrics, metric))}"
 
 
 def _record(tracker, run, overrides, out, old, parent) -> str:
     """The skipped job as a FINISHED child of the sweep, pointing at the run that holds its result."""
-    from ..tracked import flatten, run_name
+    from ..params import logged_params
+    from ..run_names import run_name
 
     tags = {PARENT_TAG: parent, SKIPPED_TAG: old.info.run_id,
             "dlexp.overrides": " ".join(overrides) or "(none)", "dlexp.output_dir": str(out.resolve()),
@@ -85,8 +88,8 @@ def _record(tracker, run, overrides, out, old, parent) -> str:
     for key in (OBJECTIVE_TAG, "dlexp.data_checksum", "dlexp.git_commit"):
         if key in old.data.tags:
             tags[key] = old.data.tags[key]
-    name = run.tracking.run_name or run_name(run, overrides)
-    run_id = tracker.start(name, flatten(asdict(without_skip(run))), tags)
-    tracker.log_metrics(old.data.metrics, int(old.data.metrics.get("iterations", 0)))
+    run_id = tracker.start(run_name(run, overrides), logged_params(without_skip(run)), tags)
+    # the old run's summary values (no curves: a single point would draw as one)
+    tracker.log_metrics({k: v for k, v in names.renamed(old.data.metrics).items() if names.is_summary(k)}, 0)
     tracker.end("FINISHED")
     return run_id

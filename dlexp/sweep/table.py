@@ -1,9 +1,10 @@
 """A sweep's ranked table: its runs best first, as text (the terminal), Markdown and CSV.
 
 Runs are ranked by their objective: the ``dlexp.objective`` tag each run carries (``<metric>:<direction>``,
-e.g. ``best_valid_error:min``, or ``final_cost:max`` for a cost that is a likelihood; a run that failed
-sets it too, at its start), else ``best_valid_error`` when any run has it, else ``final_cost`` (lowest
-first). Runs without the metric (failed ones) and pruned runs come last. A failed run's reason (its
+e.g. ``best/valid_error:min``, or ``final/cost:max`` for a cost that is a likelihood; a run that failed
+sets it too, at its start), else ``best/valid_error`` when any run has it, else ``final/cost`` (lowest
+first). Runs logged before the metrics' current names (:mod:`dlexp.metric_names`) are read as if
+logged now. Runs without the metric (failed ones) and pruned runs come last. A failed run's reason (its
 ``dlexp.error`` tag) is the ``error`` column of the CSV and Markdown tables, and a line under its row
 in the text table.
 """
@@ -12,14 +13,15 @@ import io
 import math
 import re
 
+from .. import metric_names as names
 from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PRUNED_TAG, SKIPPED_TAG, override_key
 
 TABLE_CSV = "sweep_table.csv"
 TEXT_COLUMNS = ("overrides", "status", "run_id", "error", "skipped_from")
 TABLE_MD = "sweep_table.md"
 
-HEADERS = {"rank": "rank", "overrides": "overrides", "best_valid_error": "best valid error",
-           "final_cost": "final cost", "test_error": "test error", "epochs": "epochs", "seconds": "seconds",
+HEADERS = {"rank": "rank", "overrides": "overrides", names.BEST_VALID: "best valid error",
+           names.FINAL_COST: "final cost", "test_error": "test error", "epochs": "epochs", "seconds": "seconds",
            "status": "status", "run_id": "run", "skipped_from": "skipped from"}
 
 
@@ -29,10 +31,10 @@ def objective(children) -> tuple:
     for run in sorted(children, key=lambda r: bool(r.data.tags.get(EARLY_TAG))):
         metric, _, direction = run.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")
         if metric and direction in ("min", "max"):
-            return metric, direction
-    if any("best_valid_error" in r.data.metrics for r in children) or not children:
-        return "best_valid_error", "min"
-    return "final_cost", "min"
+            return names.NEW.get(metric, metric), direction
+    if any(names.get(r.data.metrics, names.BEST_VALID) is not None for r in children) or not children:
+        return names.BEST_VALID, "min"
+    return names.FINAL_COST, "min"
 
 
 def _override_values(run, keys) -> str:
@@ -55,9 +57,9 @@ def _override_values(run, keys) -> str:
 
 
 def _seconds(run):
-    m = run.data.metrics
-    if "train_seconds" in m or "pretrain_seconds" in m:
-        return m.get("train_seconds", 0.0) + m.get("pretrain_seconds", 0.0)
+    m = names.renamed(run.data.metrics)
+    if names.TRAIN_SECONDS in m or names.PRETRAIN_SECONDS in m:
+        return m.get(names.TRAIN_SECONDS, 0.0) + m.get(names.PRETRAIN_SECONDS, 0.0)
     if run.info.end_time and run.info.start_time:
         return (run.info.end_time - run.info.start_time) / 1000
     return None
@@ -92,23 +94,24 @@ def rank(children, keys=(), metric=None) -> tuple:
     if metric is None:
         metric, direction = objective(children)
     else:
+        metric = names.NEW.get(metric, metric)  # an old name (final_test_error) means the current one
         direction = direction_of(children, metric)
     sign = -1 if direction == "max" else 1
 
     def sort_key(run):
-        value = run.data.metrics.get(metric)
+        value = names.get(run.data.metrics, metric)
         missing = value is None or math.isnan(value)
         return (missing, status(run) == "PRUNED", 0.0 if missing else sign * value, run.info.start_time or 0)
 
     rows = []
     for i, run in enumerate(sorted(children, key=sort_key), 1):
-        m = run.data.metrics
+        m = names.renamed(run.data.metrics)
         rows.append({
             "rank": i,
             "overrides": _override_values(run, keys),
             metric: m.get(metric),
-            "test_error": m.get("final_test_error"),
-            "epochs": m.get("epochs", _float(run.data.params.get("model.pretrain_epochs"))),
+            "test_error": m.get(names.BEST_TEST),
+            "epochs": m.get(names.EPOCHS, _float(run.data.params.get("model.pretrain_epochs"))),
             "seconds": _seconds(run),
             "status": status(run),
             "run_id": run.info.run_id,
@@ -146,7 +149,7 @@ def fmt(key, value) -> str:
 
 def is_error(key: str) -> bool:
     """An error rate (shown in %), as opposed to a cost, a likelihood or a count."""
-    return str(key).endswith("_error")
+    return str(key).endswith(("_error", "/error"))
 
 
 def _header(column: str) -> str:

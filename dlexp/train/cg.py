@@ -58,10 +58,12 @@ def fit_cg(model, data, optimizer, regularization, max_epochs: int, eval_batch_s
             state.update(best=valid_error, best_iter=state["it"], theta=theta.copy(),
                          test=zero_one(model, data.test.x, data.test.y, eval_batch_size).item())
         now = time.perf_counter()
+        # one CG iteration is one pass over the training rows
+        where = {"epoch": state["it"], "iteration": state["it"], "examples": state["it"] * len(x)}
         callback("validation", {"valid_error": valid_error, "best_valid_error": state["best"],
-                                "test_error": state["test"], "epoch": state["it"]}, state["it"])
-        callback("epoch", {"epoch_seconds": now - state["t"], "examples_per_s": len(x) / (now - state["t"])},
-                 state["it"])
+                                "test_error": state["test"], **where}, state["it"])
+        callback("epoch", {"epoch_seconds": now - state["t"], "examples_per_s": len(x) / (now - state["t"]),
+                           **where}, state["it"])
         state["t"] = now
 
     start = time.perf_counter()

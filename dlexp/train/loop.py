@@ -70,6 +70,11 @@ class Loop:
     def epoch_seconds(self) -> float:
         return self.seconds() - self.pos["epoch_start"]
 
+    def where(self) -> dict:
+        """The position as a curve's step may count it: epoch (from 1), iterations and examples done."""
+        done = self.pos["it"] + 1
+        return {"epoch": self.pos["epoch"], "iteration": done, "examples": done * self.batch_size}
+
     def epochs(self):
         """Epoch numbers, the epoch's row order drawn before each; a resumed epoch gets its own order again."""
         while self.pos["epoch"] < self.n_epochs or self.pos["batch"] > 0:

@@ -81,7 +81,7 @@ def fit_layer(layer, x, lr: float, batch_size: int, epochs: int, prefix: str = "
                                + ", ".join(f"{k} {v}" for k, v in means.items()))
             history.append(means)
             callback("pretrain", {**{f"{prefix}/{k}": v for k, v in means.items()},
-                                  f"{prefix}/epoch_seconds": loop.epoch_seconds()}, epoch)
+                                  f"{prefix}/epoch_seconds": loop.epoch_seconds(), **loop.where()}, epoch)
             if on_epoch is not None:
                 on_epoch(epoch)
     return history

@@ -94,7 +94,7 @@ class _Fit:
             self.test_error = zero_one(model, data.test.x, data.test.y, b, self.amp).item()
             self.best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         metrics = {"train_nll": train_nll, "valid_error": valid_error, "best_valid_error": self.stopper.best,
-                   "test_error": self.test_error, "lr": self.schedule.lr, "epoch": epoch}
+                   "test_error": self.test_error, "lr": self.schedule.lr, **self.loop.where()}
         if self.reg.l1 or self.reg.l2:
             metrics["penalty"] = penalty(model.weights(), self.reg.l1, self.reg.l2).item()
         callback("validation", metrics, it + 1)
@@ -134,7 +134,8 @@ def fit_sgd(model, data, optimizer, regularization, early_stopping, max_epochs: 
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = loop.epoch_seconds()
-            callback("epoch", {"epoch_seconds": seconds, "examples_per_s": done_in_epoch * b / seconds}, epoch)
+            callback("epoch", {"epoch_seconds": seconds, "examples_per_s": done_in_epoch * b / seconds,
+                               **loop.where()}, epoch)
             if stopper.stop(loop.pos["it"]):
                 break
     model.load_state_dict(fit.best)
