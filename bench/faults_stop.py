@@ -39,7 +39,7 @@ def _child_states(db):
     try:
         with sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5) as con:
             return con.execute("select r.status, (select count(*) from metrics m where m.run_uuid = r.run_uuid and "
-                               "m.key = 'valid_error') from runs r join tags t on t.run_uuid = r.run_uuid "
+                               "m.key = 'valid/error') from runs r join tags t on t.run_uuid = r.run_uuid "
                                "where t.key = 'mlflow.parentRunId'").fetchall()
     except sqlite3.Error:
         return []

@@ -190,7 +190,7 @@ def _child_states(db: Path) -> list:
         try:
             return con.execute(
                 "select r.run_uuid, r.status, (select count(*) from metrics m where m.run_uuid = r.run_uuid and "
-                "m.key = 'valid_error'), (select value from tags o where o.run_uuid = r.run_uuid and "
+                "m.key = 'valid/error'), (select value from tags o where o.run_uuid = r.run_uuid and "
                 "o.key = 'dlexp.output_dir') from runs r join tags t on t.run_uuid = r.run_uuid "
                 "where t.key = 'mlflow.parentRunId'").fetchall()
         finally:
@@ -232,9 +232,9 @@ def test_a_preempted_slurm_job_is_requeued_and_ends_as_if_never_stopped(cluster,
     assert "Caught signal SIGUSR2" in logs and "Requeued job" in logs, logs[-3000:]
 
     (ref,) = client.search_runs([client.get_experiment_by_name("reference").experiment_id])
-    for key in ("best_valid_error", "final_test_error", "best_iter", "epochs", "iterations"):
+    for key in ("best/valid_error", "best/test_error", "best/iteration", "final/epochs", "final/iterations"):
         assert child.data.metrics[key] == ref.data.metrics[key], key
-    for key in ("valid_error", "test_error", "train_nll"):
+    for key in ("valid/error", "test/error", "train/nll"):
         ours = sorted((m.step, m.value) for m in client.get_metric_history(child.info.run_id, key))
         theirs = sorted((m.step, m.value) for m in client.get_metric_history(ref.info.run_id, key))
         assert ours == theirs, key  # every validation, once, the same values
