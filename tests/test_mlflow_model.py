@@ -127,13 +127,10 @@ def test_logged_model_has_the_runs_summary_metrics(trained):
 def test_registered_version_is_linked_both_ways_and_the_model_is_named_after_its_run(trained):
     """What the UI's pages read: the logged model (named mlp-digits-<run id[:8]>) lists its version
     (``mlflow.modelVersions``), the version names the model, the registered model says what it holds."""
-    import mlflow
-
     _, store, run = trained
     client = MlflowClient(store)
     model_id = run.outputs.model_outputs[0].model_id
-    mlflow.set_tracking_uri(store)
-    model = mlflow.get_logged_model(model_id)
+    model = client.get_logged_model(model_id)  # (mlflow.set_tracking_uri would point later tests here too)
     assert model.name == f"mlp-digits-{run.info.run_id[:8]}"
     linked = json.loads(model.tags["mlflow.modelVersions"])
     assert [v for v in linked if v["name"] == NAME] == [{"name": NAME, "version": "1"}]
