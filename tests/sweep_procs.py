@@ -71,3 +71,14 @@ def child_states(db: Path) -> list:
             con.close()
     except sqlite3.Error:  # not built yet, or locked for a moment
         return []
+
+
+def assert_same_training(client, run, ref) -> None:
+    """``run`` (stopped and resumed) ended as ``ref`` (never stopped): the same summary values and the same
+    histories of every validation, once each."""
+    for key in ("best/valid_error", "best/test_error", "best/iteration", "final/epochs", "final/iterations"):
+        assert run.data.metrics[key] == ref.data.metrics[key], key
+    for key in ("valid/error", "test/error", "train/nll"):
+        ours = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, key))
+        theirs = sorted((m.step, m.value) for m in client.get_metric_history(ref.info.run_id, key))
+        assert ours == theirs, key

@@ -74,12 +74,7 @@ def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(tmp_path):
 
     exp = client.get_experiment_by_name("reference")
     (ref,) = client.search_runs([exp.experiment_id])
-    for key in ("best/valid_error", "best/test_error", "best/iteration", "final/epochs", "final/iterations"):
-        assert child.data.metrics[key] == ref.data.metrics[key], key
-    for key in ("valid/error", "test/error", "train/nll"):
-        ours = sorted((m.step, m.value) for m in client.get_metric_history(child.info.run_id, key))
-        theirs = sorted((m.step, m.value) for m in client.get_metric_history(ref.info.run_id, key))
-        assert ours == theirs, key  # every validation, once, the same values
+    sweep_procs.assert_same_training(client, child, ref)  # every validation, once, the same values
     mine, other = _params(child), _params(ref)
     assert mine.keys() == other.keys()
     for name in mine:
