@@ -1,7 +1,7 @@
 """Ctrl-C and SIGTERM at any moment of a command: one ``KeyboardInterrupt`` in the process that got them,
 after the processes it started have been asked to stop too and given time to end their runs.
 
-* :func:`install`, the first lines of a command's ``main``: SIGINT and SIGTERM raise KeyboardInterrupt
+* :func:`install`, the first lines of a command's ``main``: SIGINT and SIGTERM raise :class:`Stop`, a KeyboardInterrupt
   (Python's default for SIGTERM is to die at once, with nothing printed and no run ended). Handlers
   someone else set (submitit's in its jobs, a run's own :class:`dlexp.train.state.StopRequest`) are
   left alone.
@@ -19,6 +19,14 @@ import time
 GRACE_S = 30.0  # how long the processes a command started get to save and end their runs
 _DEFAULTS = (signal.SIG_DFL, signal.default_int_handler)
 _state = {"stopping": False, "waiters": []}
+
+
+class Stop(KeyboardInterrupt):
+    """The KeyboardInterrupt a signal raises here. A subclass, because CPython remembers a plain
+    KeyboardInterrupt that escaped code run from a string (``exec(str)``: dataclasses, namedtuple, pybind11
+    do it while importing) and, under ``python -m``, kills the process with SIGINT at exit although the
+    command caught it and called ``sys.exit(130)``; it compares the type exactly, so a subclass is not
+    remembered."""
 
 
 def install() -> None:
@@ -44,7 +52,7 @@ def _on_signal(signum, frame):
     if not _state["stopping"]:
         _state["stopping"] = True
         _stop_descendants()
-    raise KeyboardInterrupt(f"signal {name}")
+    raise Stop(f"signal {name}")
 
 
 def _descendants() -> list:

@@ -43,6 +43,7 @@ from .sweep.context import PRUNED_TAG
 from .tracking import build_tracker
 from .train.loop import LoopOptions
 from .train.result import Diverged, Pruned
+from .interrupt import Stop
 from .train.state import StopRequest, polling
 
 log = logging.getLogger("dlexp")
@@ -238,7 +239,7 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
             ctx = _open(run, prep, composed_yaml, overrides, out, stop)
         try:
             if stop.requested:  # ... and the run, now created, ends KILLED
-                raise KeyboardInterrupt("stopped while starting the run")
+                raise Stop("stopped while starting the run")
             ctx.log_file("config.yaml", None)
             ctx.log_file("overrides.txt", None)
             yield ctx

@@ -98,6 +98,17 @@ def test_ctrl_c_at_start_up_is_one_line_and_no_run_left_running(tmp_path, delay,
         assert all(r.info.status != "RUNNING" for r in runs)
 
 
+def test_signal_inside_code_run_from_a_string_still_exits_130(tmp_path):
+    """A signal that lands while ``exec(str)`` runs (dataclasses, namedtuple, pybind11 do it while importing)
+    used to end a ``python -m`` command with SIGINT (-2) after its 'stopped' line and ``sys.exit(130)``."""
+    (tmp_path / "stopmod.py").write_text(
+        "import sys\nfrom dlexp.interrupt import install\ninstall()\ntry:\n"
+        "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(30)')\n"
+        "except KeyboardInterrupt:\n    sys.exit(130)\n")
+    r = subprocess.run([sys.executable, "-m", "stopmod"], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 130, r.stderr[-2000:]
+
+
 def test_written_files_get_the_umask_mode(tmp_path):
     r = _cli(tmp_path, "dataset=digits", "trainer.max_epochs=2", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     assert r.returncode == 0, r.stderr[-2000:]

@@ -59,6 +59,7 @@ def take_over() -> bool:
 
 
 def _on_signal(signum, frame) -> None:
+    from ..interrupt import Stop
     from ..train.state import StopRequest
 
     first = not _state["preempted"]
@@ -70,7 +71,7 @@ def _on_signal(signum, frame) -> None:
     if isinstance(stop, StopRequest):  # the run is on: its loop saves the state at the end of this step
         stop(signum, frame)
     elif _state["in_run"]:  # checks, data, model: nothing to save yet
-        raise KeyboardInterrupt("preempted before training")
+        raise Stop("preempted before training")
 
 
 def _requeue() -> None:

@@ -18,6 +18,7 @@ from typing import Callable, Optional
 
 import torch
 
+from ..interrupt import Stop
 from .state import StopRequest, epoch_permutation, rng_state, set_rng_state
 
 
@@ -106,7 +107,7 @@ class Loop:
         if self.options.on_checkpoint is not None:
             self.options.on_checkpoint(self.state())
         if interrupted:
-            raise KeyboardInterrupt(f"stopped at iteration {self.pos['it'] + 1} (epoch {self.pos['epoch']}), "
+            raise Stop(f"stopped at iteration {self.pos['it'] + 1} (epoch {self.pos['epoch']}), "
                                     "state saved")
 
     def state(self) -> dict:

@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from ..interrupt import Stop
+
 SAME_STOP_S = 2.0  # signals this close to the first are the same stop
 
 
@@ -106,7 +108,7 @@ class StopRequest:
         if self.polled and first:
             self.requested = True
             return
-        raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+        raise Stop(f"signal {signal.Signals(signum).name}")
 
 
 @contextlib.contextmanager
