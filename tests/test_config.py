@@ -27,6 +27,18 @@ def test_tutorial_experiments(compose_cfg, experiment, expect):
     assert run.early_stopping.patience == expect["patience"]
 
 
+@pytest.mark.parametrize("model,lr,batch,patience", [
+    ("logreg", 0.13, 600, 5000), ("mlp", 0.01, 20, 10000), ("lenet", 0.1, 500, 10000),
+    ("sda", 0.1, 20, 10000), ("dbn", 0.1, 10, 20000),
+])
+def test_each_model_brings_its_tutorials_training_defaults(compose_cfg, model, lr, batch, patience):
+    """``model=<x>`` alone trains with its tutorial's lr, batch and patience; the command line still wins."""
+    run = validate(compose_cfg([f"model={model}"]))
+    assert (run.optimizer.lr, run.optimizer.batch_size, run.early_stopping.patience) == (lr, batch, patience)
+    run = validate(compose_cfg([f"model={model}", "optimizer.lr=0.05", "early_stopping.patience=7"]))
+    assert (run.optimizer.lr, run.optimizer.batch_size, run.early_stopping.patience) == (0.05, batch, 7)
+
+
 def test_command_line_beats_experiment(compose_cfg):
     run = validate(compose_cfg(["experiment=tutorial_mlp", "dataset=digits", "optimizer.lr=0.05"]))
     assert run.dataset.name == "digits" and run.optimizer.lr == 0.05 and run.model.name == "mlp"
