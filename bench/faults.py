@@ -41,7 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlexp import checkpoint
+from dlexp import safe_pickle as checkpoint
 
 from . import faults_stop, faults_use
 

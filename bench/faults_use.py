@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlexp import checkpoint
+from dlexp import safe_pickle as checkpoint
 
 RUN = ["dataset=digits", "trainer.max_epochs=2", "trainer.progress=log", "trainer.threads=1"]
 MISTAKES = [  # overrides (dataset=digits first), what the one line must hold

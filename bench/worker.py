@@ -190,7 +190,7 @@ def run_mlflow(p, data, device, task):
 
     from dlexp.cli import CONFIG_PATH
     from dlexp.config import register_configs, validate
-    from dlexp.experiment import run_experiment
+    from dlexp.run.experiment import run_experiment
 
     register_configs()  # the schemas the groups' defaults name (the CLI registers them when it starts)
     tmp = tempfile.mkdtemp(prefix="dlexp-bench-")

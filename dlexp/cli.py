@@ -84,7 +84,7 @@ def _job(cfg) -> float:
     from hydra.types import RunMode
 
     from .config import validate
-    from .params import check_overrides
+    from .run.params import check_overrides
     from .errors import exit_code, message
     from .interrupt import install
     from .longlived import freeze_long_lived
@@ -101,7 +101,7 @@ def _job(cfg) -> float:
                               f"(one of {', '.join(options(schemas[0].split('=')[0]))})")
         run = validate(cfg)
         check_overrides(run.model.name, hc.overrides.task)  # a key the model never reads: refused
-        from .experiment import run_experiment
+        from .run.experiment import run_experiment
 
         final = run_experiment(run, _composed_yaml(cfg, hc), list(hc.overrides.task), hc.runtime.output_dir)
     except Exception as e:

@@ -181,7 +181,7 @@ class TrackingConfig:
     uri: Optional[str] = None
     experiment: str = "dlexp"
     run_name: Optional[str] = None
-    step: str = "epoch"             # what a curve's step counts: epoch, examples or iteration (dlexp.curves)
+    step: str = "epoch"             # what a curve's step counts: epoch, examples or iteration (dlexp.run.curves)
     filters_image: bool = True
     log_model: bool = True
     register_as: Optional[str] = None

@@ -1,9 +1,18 @@
 """Console entry points of ``dlexp-predict``, ``dlexp-sweep`` and ``dlexp-data``: a Ctrl-C while torch and MLflow
 are still importing (the first second or two) ends in one line, as it does later, not in a traceback; SIGTERM
 is a Ctrl-C (:mod:`dlexp.interrupt`).
-(``dlexp`` itself imports them inside :func:`dlexp.cli.main`.)"""
+(``dlexp`` itself imports them inside :func:`dlexp.cli.main`.) Their argparse: :class:`OneLineParser`."""
+import argparse
 import importlib
 import sys
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """``prog: error: <message> (see prog --help)`` instead of argparse's usage block: a usage mistake is
+    one line and exit status 2, like every other error."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _command(module: str, prog: str):

@@ -6,12 +6,12 @@ found before a run exists; a failure happens during one (divergence, a full
 disk, a store that stopped answering) and leaves the run FAILED. Anything else is a fault of dlexp itself, also ended with one line
 (status 1) unless ``HYDRA_FULL_ERROR=1`` asks for the trace.
 """
-from .checkpoint import CheckpointError
 from .config import ConfigError
 from .data.device import DeviceError
 from .data.formats import DataError
-from .model_registry import RegistryError
-from .store import TrackingError
+from .safe_pickle import CheckpointError
+from .tracking.registry import RegistryError
+from .tracking.store import TrackingError
 from .train.result import Diverged
 
 MISTAKES = (ConfigError, DataError, DeviceError, CheckpointError, TrackingError, RegistryError)

@@ -56,3 +56,17 @@ def get(metrics: dict, name: str, default=None):
 def renamed(metrics: dict) -> dict:
     """Old names turned into the new ones (a run logged before them, read as if logged now)."""
     return {NEW.get(k, k): v for k, v in metrics.items()}
+
+
+def is_error(key: str) -> bool:
+    """An error rate (shown in %), as opposed to a cost, a likelihood or a count."""
+    return str(key).endswith(("_error", "/error"))
+
+
+def shown(key: str, value) -> str:
+    """A metric's value for reading: errors in %, other numbers to 4 digits, ``-`` for none."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    if is_error(key):
+        return f"{100 * value:.2f} %"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)

@@ -13,8 +13,8 @@ import os
 import stat
 from pathlib import Path
 
-from .checkpoint import atomic_write, file_kind
-from .store import SQLITE_HEADER, default_store, sqlite_path
+from .safe_pickle import atomic_write, file_kind
+from .tracking.store import SQLITE_HEADER, default_store, sqlite_path
 
 STORE_SUFFIXES = ("", "-wal", "-shm", "-journal", ".lock")
 

@@ -25,13 +25,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint
-from .cliargs import OneLineParser
-from .artifacts import FORMAT, fetched_checkpoint
+from . import safe_pickle as checkpoint
 from .config import DatasetConfig
 from .data import sources
-from .output import check_output, write_output
+from .entry import OneLineParser
 from .models import CONFIGS, build_model, check_model
+from .output import check_output, write_output
+from .tracking.artifacts import FORMAT, fetched_checkpoint
 from .train.metrics import predict
 
 PROG = "dlexp-predict"
@@ -154,7 +154,7 @@ def _check_checkpoint(ckpt, path):
 def load_model(path):
     """Rebuild the model saved in a dlexp checkpoint; returns (model, checkpoint dict).
 
-    Raises :class:`dlexp.checkpoint.CheckpointError` (one line naming ``path``) for any checkpoint
+    Raises :class:`dlexp.safe_pickle.CheckpointError` (one line naming ``path``) for any checkpoint
     that does not describe a usable classifier."""
     ckpt = checkpoint.load(path)
     return _check_checkpoint(ckpt, path), ckpt

@@ -14,7 +14,7 @@ import math
 import numpy as np
 from PIL import Image
 
-from .checkpoint import atomic_write
+from .safe_pickle import atomic_write
 
 
 def scale_to_unit_interval(a: np.ndarray, eps: float = 1e-8) -> np.ndarray:

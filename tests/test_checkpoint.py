@@ -1,4 +1,4 @@
-"""dlexp.checkpoint: round trips, refused malicious pickles, truncated files, atomic writes."""
+"""dlexp.safe_pickle: round trips, refused malicious pickles, truncated files, atomic writes."""
 import builtins
 import gzip
 import io
@@ -9,7 +9,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from dlexp.checkpoint import CheckpointError, UnsafePickleError, atomic_write, load, safe_load, save
+from dlexp.safe_pickle import CheckpointError, UnsafePickleError, atomic_write, load, safe_load, save
 
 
 def params():

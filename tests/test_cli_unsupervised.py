@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dlexp import checkpoint
+from dlexp import safe_pickle as checkpoint
 from runs import download, history
 
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dlexp import checkpoint, predict
+from dlexp import safe_pickle as checkpoint, predict
 from dlexp.config import ConfigError, validate
 
 

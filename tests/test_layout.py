@@ -68,3 +68,45 @@ def test_no_function_over_60_lines():
                 if length > 60:
                     long.append(f"{name}.{node.name}: {length} lines")
     assert not long, long
+
+
+# The house's floors. The root holds the entry points (what a command runs) and the small base modules the
+# wings share; each folder imports only the folders below it and the base modules named here; the sweep
+# package is on top and nothing below it imports it.
+BASE = {"dlexp.checks", "dlexp.config", "dlexp.interrupt", "dlexp.longlived", "dlexp.metric_names",
+        "dlexp.safe_pickle", "dlexp.viz"}
+ENTRY = {"dlexp.cli", "dlexp.composition", "dlexp.entry", "dlexp.errors", "dlexp.output", "dlexp.predict",
+         "dlexp.rundir"}
+MAY_IMPORT = {
+    "models": {"dlexp.checks", "dlexp.metric_names"},
+    "data": {"dlexp.checks", "dlexp.safe_pickle"},
+    "train": {"models", "data", "dlexp.interrupt"},
+    "tracking": {"models", "data", "train"} | BASE,
+    "run": {"tracking", "train", "data", "models"} | BASE,
+    "sweep": {"run", "tracking", "train", "data", "models"} | BASE | ENTRY - {"dlexp.cli", "dlexp.predict"},
+}
+
+
+def _place(module: str) -> str:
+    """``dlexp.run.phases`` -> ``run``; a root module is itself; a folder's ``__init__`` is the folder."""
+    parts = module.split(".")
+    if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
+        return parts[1]
+    return module
+
+
+def test_each_folder_imports_only_the_floors_below_it():
+    wrong = []
+    for module, imported in _graph().items():
+        here = _place(module)
+        allowed = MAY_IMPORT.get(here, BASE | {"models"} if module in BASE else None)
+        if allowed is None:  # an entry point: anything
+            continue
+        wrong += [f"{module} -> {m}" for m in sorted(imported)
+                  if _place(m) != here and _place(m) not in allowed and m != "dlexp"]
+    assert not wrong, "imports against the floors:\n" + "\n".join(wrong)
+
+
+def test_the_root_holds_entry_points_config_and_the_shared_base_only():
+    root = {f"dlexp.{p.stem}" for p in PACKAGE.glob("*.py") if p.stem not in ("__init__", "_version")}
+    assert root == BASE | ENTRY, f"root modules not placed on a floor: {sorted(root - BASE - ENTRY)}"

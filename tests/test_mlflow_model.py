@@ -24,7 +24,7 @@ from mlflow.models import convert_input_example_to_serving_input
 from mlflow.models.utils import _validate_serving_input  # what MLflow runs when it logs a model
 from mlflow.tracking import MlflowClient
 
-from dlexp import mlmodel, model_registry
+from dlexp.tracking import mlmodel, registry as model_registry
 from dlexp.config import DatasetConfig
 from dlexp.data import load_dataset
 
@@ -143,8 +143,8 @@ def test_eight_registrations_at_once_each_get_a_version_and_all_are_linked(train
     """8 processes register the same run's model as one name at the same moment: versions 1..8, each once,
     and the logged model lists all 8 (its link is read and written back under the store's lock)."""
     _, store, run = trained
-    code = ("import sys, time; from pathlib import Path; from dlexp import model_registry; "
-            "from dlexp.tracking import RetryingClient; client = RetryingClient(sys.argv[1], create=False); "
+    code = ("import sys, time; from pathlib import Path; from dlexp.tracking import registry as model_registry; "
+            "from dlexp.tracking.tracker import RetryingClient; client = RetryingClient(sys.argv[1], create=False); "
             "d = Path(sys.argv[3]); (d / sys.argv[4]).touch(); "
             "exec('while len(list(d.iterdir())) < 8: time.sleep(0.01)'); "
             "print(model_registry.register(client, sys.argv[2], 'digits-mlp-8'))")

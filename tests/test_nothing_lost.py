@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dlexp import predict, store
+from dlexp import predict
+from dlexp.tracking import store
 from dlexp.sweep import cli as sweep_cli
 
 REPO = Path(__file__).resolve().parents[1]

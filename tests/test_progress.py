@@ -2,7 +2,7 @@
 import io
 import logging
 
-from dlexp.progress import Progress
+from dlexp.run.progress import Progress
 
 METRICS = {"valid_error": 0.1234, "best_valid_error": 0.1, "test_error": 0.09, "epoch": 3}
 

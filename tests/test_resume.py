@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dlexp import checkpoint
+from dlexp import safe_pickle as checkpoint
 
 TIMINGS = ("seconds", "examples_per_s")
 MODELS = {

@@ -1,7 +1,7 @@
 """``dlexp-predict`` under real use: every mistake or fault is one line on stderr and exit status 2.
 
 Each case runs the command as a real process on real files: checkpoints made by a short real
-training (then modified copies written with ``dlexp.checkpoint.save``), real ``.npy`` inputs and a
+training (then modified copies written with ``dlexp.safe_pickle.save``), real ``.npy`` inputs and a
 real MLflow store. Besides the one line naming the bad value or file, the tests check what a user
 would find afterwards: the checkpoint and inputs unchanged, no MLflow store created where there was
 none, no temp directory left behind, and labels readable with ``numpy.load``.
@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from dlexp import checkpoint
+from dlexp import safe_pickle as checkpoint
 
 RUN_ID = "0123456789abcdef0123456789abcdef"  # the form of a run id; in no store
 

@@ -21,7 +21,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from dlexp import checkpoint, store
+from dlexp import safe_pickle as checkpoint
+from dlexp.tracking import store
 
 N = 6
 RUN = ["dataset=digits", "trainer.max_epochs=2", "trainer.progress=log", "trainer.threads=1"]
@@ -332,7 +333,7 @@ from pathlib import Path
 from dlexp import lineage
 from dlexp.config import DatasetConfig
 from dlexp.data import load_dataset
-from dlexp.tracking import Tracker
+from dlexp.tracking.tracker import Tracker
 
 uri, gate, i, n = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 dataset = load_dataset(DatasetConfig(name="digits"))
@@ -391,6 +392,6 @@ def test_a_store_fault_once_the_run_exists_ends_it_failed(tmp_path, monkeypatch,
 
 def test_dlexp_imports_where_fcntl_does_not_exist():
     """The store's lock is filelock's (any OS): dlexp and its store import without ``fcntl`` (as on Windows)."""
-    code = "import sys; sys.modules['fcntl'] = None; import dlexp.store, dlexp.cli; print('ok')"
+    code = "import sys; sys.modules['fcntl'] = None; import dlexp.tracking.store, dlexp.cli; print('ok')"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]

@@ -16,7 +16,7 @@ import numpy as np
 from mlflow.tracking import MlflowClient
 
 import sweep_procs
-from dlexp import checkpoint
+from dlexp import safe_pickle as checkpoint
 
 CONFIG = ("model=mlp", "model.hidden_sizes=[32]", "optimizer.batch_size=20", "early_stopping=none",
           "trainer.max_epochs=300", "optimizer.lr=0.1")

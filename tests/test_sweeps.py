@@ -23,7 +23,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from mlflow.tracking import MlflowClient
 
-from dlexp import sweep, tracking
+from dlexp import sweep
+from dlexp.tracking import tracker as tracking
 from dlexp.cli import CONFIG_PATH
 from dlexp.config import validate
 from dlexp.models import CONFIGS as MODELS

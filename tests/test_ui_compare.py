@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 
 import sweep_procs
 from dlexp import metric_names as names
-from dlexp.run_names import short_value
+from dlexp.tracking.contract import short_value
 from dlexp.sweep.table import rank
 
 PREFIXES = ("train/", "valid/", "test/", "perf/", "pretrain/", "best/", "final/")

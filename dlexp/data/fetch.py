@@ -23,7 +23,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlexp.checkpoint import atomic_write
+from dlexp.safe_pickle import atomic_write
 from dlexp.data.sources import cache_root
 
 PROG = "dlexp-data"

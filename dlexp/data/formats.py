@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dlexp.checkpoint import GZIP_MAGIC, CheckpointError, safe_load
+from dlexp.safe_pickle import GZIP_MAGIC, CheckpointError, safe_load
 
 IDX_IMAGES, IDX_LABELS = 0x00000803, 0x00000801  # ubyte data, 3 or 1 dims
 

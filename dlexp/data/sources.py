@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from dlexp.checkpoint import atomic_write
+from dlexp.safe_pickle import atomic_write
 from dlexp.data.formats import DataError
 
 log = logging.getLogger(__name__)

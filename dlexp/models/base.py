@@ -157,7 +157,7 @@ class Model(nn.Module):
     supervised: ClassVar[bool] = True
     # The config keys this model never reads (a group, or group.key) -> the key that does that job for it
     # ("" if none does): such an override is refused before any run starts, and they are not logged as the
-    # run's params (dlexp.params). A model that trains only by pretraining sets PRETRAINING_ONLY.
+    # run's params (dlexp.run.params). A model that trains only by pretraining sets PRETRAINING_ONLY.
     ignores: ClassVar[Dict[str, str]] = {}
 
     @classmethod

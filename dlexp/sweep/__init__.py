@@ -29,12 +29,12 @@
   prints the table (or the pivot) of any sweep later; ``dlexp-sweep list`` lists the sweeps of an
   experiment; ``dlexp-sweep compare <sweep>...`` lines up several sweeps' best runs.
 """
+from ..run.pruning import pruner_for
+from ..tracking.contract import (CALLBACK_KEY, OBJECTIVE_TAG, PARENT_FILE, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG,
+                                 SWEEP_TAG, parent_run_id, sweep_overrides)
 from .callback import MlflowSweep
 from .cli import main
-from .context import (CALLBACK_KEY, OBJECTIVE_TAG, PARENT_FILE, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG, SWEEP_TAG,
-                      parent_run_id, sweep_overrides)
 from .jobs import multirun_outcome
-from .pruning import pruner_for
 from .runs import children_of, find_parent, sweep_table
 from .table import TABLE_CSV, TABLE_MD, objective, rank, table_csv, table_markdown, table_text
 

@@ -4,13 +4,13 @@
   composition of :mod:`dlexp.sweep.compose`, then composes and validates every
   job's config (:mod:`dlexp.sweep.precheck`): a bad value in a sweep list ends the command with one
   line and exit 2 before any job or run exists (Hydra turns a callback's exception into a warning, so
-  this one exits itself). Then it creates the parent run through :mod:`dlexp.tracking`, so it resolves
+  this one exits itself). Then it creates the parent run through :mod:`dlexp.tracking.tracker`, so it resolves
   the store exactly as the jobs do (``tracking.uri``, then ``$MLFLOW_TRACKING_URI``, then
   ``sqlite:///outputs/mlflow.db``) and a fresh sqlite store is created once, before parallel jobs open
   it. The run id goes to ``<sweep dir>/mlflow_parent_run_id``, where every job finds it
-  (:func:`dlexp.sweep.context.parent_run_id`).
+  (:func:`dlexp.tracking.contract.parent_run_id`).
 * ``on_job_start`` (in the job's process): in a submitit job, the preemption signal saves the run and
-  requeues the job (:mod:`dlexp.sweep.requeue`); Optuna's ExperimentalWarnings stay off stderr.
+  requeues the job (:mod:`dlexp.run.requeue`); Optuna's ExperimentalWarnings stay off stderr.
 * ``on_job_end`` (in the job's process) records how the job ended (:mod:`dlexp.sweep.jobs`). A failed
   job (divergence, a data error, out of memory, any exception) is a grid outcome: it prints one line,
   gets a FAILED child run if it failed before its run existed (:mod:`dlexp.sweep.failures`), and
@@ -42,13 +42,14 @@ from pathlib import Path
 
 from hydra.experimental.callback import Callback
 
-from .. import interrupt
+from .. import interrupt, metric_names as names
 from ..longlived import freeze_long_lived
-from .. import metric_names as names
-from .. import run_names
-from ..provenance import git_commit, source_tags
+from ..tracking import contract
+from ..tracking.contract import (BEST_OVERRIDES_TAG, BEST_RUN_TAG, COMMAND_TAG, GIT_COMMIT_TAG, KEYS_FILE,
+                                 OBJECTIVE_TAG, OVERRIDES_TAG, PARENT_FILE, RANKED_BY_TAG, REGISTERED_TAG, ROLE_TAG,
+                                 STOPPED_TAG, SWEEP_DIR_TAG, SWEEP_TAG, override_key, parent_run_id, sweep_overrides)
+from ..tracking.provenance import git_commit, source_tags
 from . import failures, interrupted, jobs, precheck, sacct
-from .context import KEYS_FILE, OBJECTIVE_TAG, PARENT_FILE, SWEEP_TAG, override_key, parent_run_id, sweep_overrides
 from .runs import sweep_table
 from .table import TABLE_CSV, TABLE_MD, direction_of, fmt, runs_page, table_csv, table_markdown, table_text
 
@@ -92,7 +93,7 @@ def _write_config(config, path: Path) -> None:
 class MlflowSweep(Callback):
     """Hydra callback: a multirun is one MLflow parent run, with a ranked table at its end.
 
-    Extra keys of the callback's node (``pruner``: read by :func:`dlexp.sweep.pruning.pruner_for` in
+    Extra keys of the callback's node (``pruner``: read by :func:`dlexp.run.pruning.pruner_for` in
     each job) are accepted and ignored here.
     """
 
@@ -144,7 +145,7 @@ class MlflowSweep(Callback):
 
     def _register(self, run_id: str) -> dict:
         """``tracking.register_as``: the best child's model as a new version, with the alias ``best``."""
-        from ..model_registry import RegistryError, register, serve_command
+        from ..tracking.registry import RegistryError, register, serve_command
 
         try:
             version = register(self.tracker.client, run_id, self.register_as, alias="best")
@@ -153,29 +154,29 @@ class MlflowSweep(Callback):
             return {}
         log.info("registered the best run as models:/%s@best (version %s); serve it with: %s", self.register_as,
                  version, serve_command(self.tracker.uri, f"models:/{self.register_as}@best"))
-        return {"dlexp.registered_model": f"models:/{self.register_as}@best (version {version})"}
+        return {REGISTERED_TAG: f"models:/{self.register_as}@best (version {version})"}
 
     def _start_parent(self, config, swept, fixed, tracking) -> None:
         """The sweep's parent run, its id in the sweep dir for the jobs, its config as an artifact."""
         from omegaconf import OmegaConf
 
-        from ..store import resolve_uri
-        from ..tracking import Tracker
+        from ..tracking.store import resolve_uri
+        from ..tracking.tracker import Tracker
 
         params = _parent_params(config, swept, fixed, self.keys, self.sweep_dir)
         sweep_id = str(self.sweep_dir)
         tags = {
             **source_tags(),  # the UI's "Created by" / source columns, as a single run's
             SWEEP_TAG: sweep_id,
-            "dlexp.sweep_dir": str(self.sweep_dir.resolve()),
-            "dlexp.sweep": "parent",
-            "dlexp.overrides": " ".join(config.hydra.overrides.task) or "(none)",
-            "dlexp.command": " ".join(sys.argv),
-            "dlexp.git_commit": git_commit(),
+            SWEEP_DIR_TAG: str(self.sweep_dir.resolve()),
+            ROLE_TAG: "parent",
+            OVERRIDES_TAG: " ".join(config.hydra.overrides.task) or "(none)",
+            COMMAND_TAG: " ".join(sys.argv),
+            GIT_COMMIT_TAG: git_commit(),
         }
         model = OmegaConf.select(config, "model.name", default="?")
         dataset = OmegaConf.select(config, "dataset.name", default="?")
-        name = run_names.parent(str(model), str(dataset), self.keys, self.n_jobs)
+        name = contract.parent_name(str(model), str(dataset), self.keys, self.n_jobs)
         self.register_as = tracking.get("register_as")
         self.tracker = Tracker(resolve_uri(tracking.get("uri")), tracking.get("experiment", "dlexp"))
         run_id = self.tracker.start(name, params, tags)
@@ -242,19 +243,19 @@ class MlflowSweep(Callback):
         self._log_pictures(parent, rows, children)
         summary = {"sweep.runs": len(rows), **{f"sweep.{s.lower()}": n for s, n in counts.items()}}
         tags = {"mlflow.note.content": f"Sweep `{tracker.run_id}`, ranked by {metric}:\n\n{md}",
-                OBJECTIVE_TAG: f"{metric}:{direction_of(children, metric)}"}
+                OBJECTIVE_TAG: contract.objective_tag(metric, direction_of(children, metric))}
         best = next((r for r in rows if r[metric] is not None and r["status"] != "PRUNED"), None)
         if best is not None:
             best_run = next(c for c in children if c.info.run_id == best["run_id"])
             # its summary values (best/, final/: numbers in the UI), not its curves' last points, which
             # would draw as an extra series beside the children's curves
             summary.update({k: v for k, v in names.renamed(best_run.data.metrics).items() if names.is_summary(k)})
-            tags.update({"dlexp.best_run_id": best["run_id"], "dlexp.best_overrides": best["overrides"] or "(none)",
-                         "dlexp.ranked_by": metric})
+            tags.update({BEST_RUN_TAG: best["run_id"], BEST_OVERRIDES_TAG: best["overrides"] or "(none)",
+                         RANKED_BY_TAG: metric})
             if self.register_as:
                 tags.update(self._register(best["run_id"]))
         tracker.log_metrics(summary, 0)
-        tracker.set_tags({**tags, **({interrupted.STOPPED_TAG: stopped} if stopped else {})})
+        tracker.set_tags({**tags, **({STOPPED_TAG: stopped} if stopped else {})})
         # failed jobs are outcomes of the sweep; a sweep that stopped early, or where no job finished, failed
         failed = aborted or not (counts["FINISHED"] or counts["PRUNED"] or counts["SKIPPED"]) or counts["RUNNING"] > 0
         self._open = False
@@ -296,8 +297,8 @@ class MlflowSweep(Callback):
     # the job's process ---------------------------------------------------------
     def on_job_start(self, config, **kwargs) -> None:
         """In a submitit job (SLURM, or its local executor), a preemption saves the run and requeues the job
-        (:mod:`dlexp.sweep.requeue`); Optuna's experimental-feature warnings stay off stderr."""
-        from . import requeue
+        (:mod:`dlexp.run.requeue`); Optuna's experimental-feature warnings stay off stderr."""
+        from ..run import requeue
 
         requeue.take_over()
         _quiet_optuna_warnings()
@@ -417,7 +418,7 @@ def _check_storage_or_exit(config) -> None:
         return
     import os
 
-    from ..store import default_store
+    from ..tracking.store import default_store
     from .optuna_setup import storage_problem
 
     tracking = config.get("tracking") or {}

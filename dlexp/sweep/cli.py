@@ -14,10 +14,10 @@ and exit 2.
 import os
 import sys
 
-from ..cliargs import OneLineParser
+from ..entry import OneLineParser
 from ..output import check_output, write_output
+from ..tracking.contract import PARENT_TAG, SWEEP_TAG
 from .compare import best_text, compare_csv, compare_markdown, compare_rows, compare_text, parent_best
-from .context import PARENT_TAG, SWEEP_TAG
 from .grid import key_value
 from .pivot import pivot, pivot_csv, pivot_markdown, pivot_text
 from .runs import find_parent, swept_keys, sweep_table
@@ -146,8 +146,8 @@ def _emit(title, text: str, output) -> None:
 
 def main(argv=None) -> int:
     """``dlexp-sweep``: the ranked table (or pivot) of a sweep, the list of sweeps, sweeps compared."""
-    from ..store import default_store
-    from ..tracking import RetryingClient
+    from ..tracking.store import default_store
+    from ..tracking.tracker import RetryingClient
 
     args = _parser().parse_args(argv)
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{default_store()}"

@@ -9,9 +9,10 @@ import csv
 import io
 
 from .. import metric_names as names
-from .context import OBJECTIVE_TAG, SWEEP_TAG
+from ..metric_names import is_error
+from ..tracking.contract import RANKED_BY_TAG, SWEEP_TAG, objective_of
 from .runs import sweep_table
-from .table import fmt, is_error
+from .table import fmt
 
 COLUMNS = ("sweep", "parent", "status", "runs", "ranked_by", "best", "test_error", "best_overrides", "best_run",
            "fixed")
@@ -21,10 +22,10 @@ HEADERS = {"ranked_by": "ranked by", "test_error": "test error", "best_overrides
 
 def parent_best(parent) -> tuple:
     """(metric, direction, value) of a sweep's best child, as its parent run recorded them."""
-    metric, _, direction = parent.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")
+    metric, direction = objective_of(parent)
     metrics = names.renamed(parent.data.metrics)  # a sweep logged before the current names, read as now
     if not metric:
-        metric = parent.data.tags.get("dlexp.ranked_by") or (
+        metric = parent.data.tags.get(RANKED_BY_TAG) or (
             names.BEST_VALID if names.BEST_VALID in metrics or names.FINAL_COST not in metrics else names.FINAL_COST)
     metric = names.NEW.get(metric, metric)
     return metric, direction or "min", metrics.get(metric)

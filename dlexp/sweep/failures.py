@@ -14,8 +14,9 @@ import logging
 from pathlib import Path
 
 from .. import metric_names as names
-from .. import run_names
-from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PARENT_TAG, override_key, swept_keys
+from ..tracking import contract
+from ..tracking.contract import (EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, OUTPUT_DIR_TAG, OVERRIDES_TAG, PARENT_TAG,
+                                 override_key, swept_keys)
 
 log = logging.getLogger("dlexp")
 
@@ -62,14 +63,14 @@ def _objective(config) -> str:
     from ..models import REGISTRY
 
     model = REGISTRY.get(OmegaConf.select(config, "model.name", default=None))
-    return f"{names.BEST_VALID}:min" if model is None or model.supervised else f"{names.FINAL_COST}:min"
+    return contract.objective_tag(names.BEST_VALID if model is None or model.supervised else names.FINAL_COST, "min")
 
 
 def _has_run(client, parent, output_dir: str) -> bool:
     """Whether the run code made a run for this job (its ``dlexp.output_dir`` is the job's)."""
-    from .runs import children_of
+    from ..tracking.contract import children_of
 
-    return any(c.data.tags.get("dlexp.output_dir") == output_dir for c in children_of(client, parent))
+    return any(c.data.tags.get(OUTPUT_DIR_TAG) == output_dir for c in children_of(client, parent))
 
 
 def record_failed_run(config, parent_id: str, overrides: list, why: str) -> None:
@@ -77,7 +78,7 @@ def record_failed_run(config, parent_id: str, overrides: list, why: str) -> None
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import OmegaConf
 
-    from ..tracking import build_tracker
+    from ..tracking.tracker import build_tracker
 
     output_dir = str(Path(HydraConfig.get().runtime.output_dir).resolve())
     tracker = build_tracker(config.tracking)
@@ -87,9 +88,9 @@ def record_failed_run(config, parent_id: str, overrides: list, why: str) -> None
     model = OmegaConf.select(config, "model.name", default="?")
     dataset = OmegaConf.select(config, "dataset.name", default="?")
     name = (OmegaConf.select(config, "tracking.run_name", default=None)  # as the run code names its runs
-            or run_names.child(overrides, swept_keys()) or run_names.single(str(model), str(dataset), overrides))
+            or contract.child_name(overrides, swept_keys()) or contract.single_name(str(model), str(dataset), overrides))
     tags = {PARENT_TAG: parent_id, ERROR_TAG: why, EARLY_TAG: "true", OBJECTIVE_TAG: _objective(config),
-            "dlexp.overrides": " ".join(overrides) or "(none)", "dlexp.output_dir": output_dir}
+            OVERRIDES_TAG: " ".join(overrides) or "(none)", OUTPUT_DIR_TAG: output_dir}
     tracker.start(name, {}, tags)
     tracker.end("FAILED")
     log.info("job failed before its run started: FAILED run %s under the sweep's parent", tracker.run_id)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .. import metric_names as names
+from ..tracking.contract import OVERRIDES_TAG
 from .table import status
 
 
@@ -40,7 +41,7 @@ def canonical(text):
 
 def _from_overrides(run, key: str):
     """``key``'s value in the run's overrides tag (a job that failed before its run had params)."""
-    for part in re.split(r" (?=[+~]{0,2}[\w./@-]+=)", run.data.tags.get("dlexp.overrides", "")):
+    for part in re.split(r" (?=[+~]{0,2}[\w./@-]+=)", run.data.tags.get(OVERRIDES_TAG, "")):
         name, _, value = part.lstrip("+~").partition("=")
         if name == key and value:
             return value

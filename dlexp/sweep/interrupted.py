@@ -15,10 +15,9 @@ import subprocess
 import time
 
 from .. import interrupt
-from .context import PARENT_TAG
+from ..tracking.contract import PARENT_TAG, STOPPED_TAG
 
 log = logging.getLogger("dlexp")
-STOPPED_TAG = "dlexp.stopped"
 
 
 def cancel_cluster_jobs(sweep_dir, busy) -> None:

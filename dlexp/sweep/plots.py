@@ -23,10 +23,10 @@ import logging
 import re
 from pathlib import Path
 
-from ..curves import STEP_TAG
-from ..metric_names import VALID_ERROR
+from ..metric_names import VALID_ERROR, is_error
+from ..tracking.contract import STEP_TAG
 from .grid import best_point, cells, key_value, label, log_spaced, numeric, ordered
-from .table import fmt, is_error, objective, status
+from .table import fmt, objective, status
 
 log = logging.getLogger("dlexp")
 

@@ -22,7 +22,7 @@ handed to the basic sweeper's own check of the job, which would compose it again
 import math
 import re
 
-from .context import override_key
+from ..tracking.contract import override_key
 
 
 def _arguments(config) -> list:
@@ -95,7 +95,7 @@ class _Composer:
     def check(self, job: list) -> None:
         """Raise ConfigError if this job's config cannot be composed or does not validate."""
         from ..config import ConfigError, validate
-        from ..params import check_overrides
+        from ..run.params import check_overrides
         from .compose import keep
 
         try:

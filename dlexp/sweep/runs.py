@@ -2,23 +2,9 @@
 and its ranked table."""
 from pathlib import Path
 
-from ..provenance import is_run_id
-from .context import PARENT_FILE, PARENT_TAG, SWEEP_TAG
+from ..tracking.contract import PARENT_FILE, SWEEP_TAG, children_of
+from ..tracking.provenance import is_run_id
 from .table import rank
-
-
-def children_of(client, parent) -> list:
-    """Every run nested under ``parent`` (any status, deleted ones too), in pages of 1000."""
-    from mlflow.entities import ViewType
-
-    runs, token = [], None
-    while True:
-        page = client.search_runs([parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'",
-                                  run_view_type=ViewType.ALL, max_results=1000, page_token=token)
-        runs.extend(page)
-        token = page.token
-        if not token:
-            return runs
 
 
 def find_parent(client, ref: str):

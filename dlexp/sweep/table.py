@@ -14,7 +14,7 @@ import math
 import re
 
 from .. import metric_names as names
-from .context import EARLY_TAG, ERROR_TAG, OBJECTIVE_TAG, PRUNED_TAG, SKIPPED_TAG, override_key
+from ..tracking.contract import EARLY_TAG, ERROR_TAG, OVERRIDES_TAG, PRUNED_TAG, SKIPPED_TAG, objective_of, override_key
 
 TABLE_CSV = "sweep_table.csv"
 TEXT_COLUMNS = ("overrides", "status", "run_id", "error", "skipped_from")
@@ -29,9 +29,9 @@ def objective(children) -> tuple:
     """(metric, direction) to rank by: the runs' ``dlexp.objective`` tag (a run that started knows it
     best: the sweep's own runs for jobs that failed before theirs come last), else their metrics."""
     for run in sorted(children, key=lambda r: bool(r.data.tags.get(EARLY_TAG))):
-        metric, _, direction = run.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")
-        if metric and direction in ("min", "max"):
-            return names.NEW.get(metric, metric), direction
+        metric, direction = objective_of(run)
+        if metric:
+            return metric, direction
     if any(names.get(r.data.metrics, names.BEST_VALID) is not None for r in children) or not children:
         return names.BEST_VALID, "min"
     return names.FINAL_COST, "min"
@@ -39,7 +39,7 @@ def objective(children) -> tuple:
 
 def _override_values(run, keys) -> str:
     """The run's values of the swept keys, as ``key=value`` (from its overrides tag, else its params)."""
-    tag = run.data.tags.get("dlexp.overrides", "")
+    tag = run.data.tags.get(OVERRIDES_TAG, "")
     # split "a=1 b=[1, 2] c=x" at the spaces that start a new key=
     parts = [p for p in re.split(r" (?=[+~]{0,2}[\w./@-]+=)", tag) if p and p != "(none)"]
     if not keys:
@@ -134,22 +134,9 @@ def fmt(key, value) -> str:
     """One cell, for reading: errors in %, epochs whole, numbers to 4 digits, ``-`` for none."""
     if key == "overrides":
         return _short_numbers(value or "")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if is_error(key):
-        return f"{100 * value:.2f} %"
-    if key == "epochs":
-        return f"{value:.0f}"
-    if key == "seconds":
-        return f"{value:.1f}"
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)
-
-
-def is_error(key: str) -> bool:
-    """An error rate (shown in %), as opposed to a cost, a likelihood or a count."""
-    return str(key).endswith(("_error", "/error"))
+    if key in ("epochs", "seconds") and value is not None and value == value:
+        return f"{value:.0f}" if key == "epochs" else f"{value:.1f}"
+    return names.shown(key, value)
 
 
 def _header(column: str) -> str:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.device import DeviceSplit
+from .accel import conv_layout
 from .early_stopping import build_stopper
 from .loop import Loop, LoopOptions
 from .metrics import zero_one
@@ -24,7 +25,6 @@ from .regularization import penalty
 from .result import Diverged, FitResult
 from .schedules import build_schedule
 from .state import polling, to_torch
-from .accel import conv_layout
 from .step import SGDStep, autocast_dtype
 
 

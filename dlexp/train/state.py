@@ -2,7 +2,7 @@
 
 A state is a tree of dicts, lists, tuples, numbers, strings and numpy arrays
 (tensors converted with :func:`to_numpy`), so it is saved with
-``dlexp.checkpoint.save`` and read back by the restricted unpickler, never by
+``dlexp.safe_pickle.save`` and read back by the restricted unpickler, never by
 plain ``pickle.load``. It holds the parameters and buffers (an RBM's
 persistent chain included), the optimizer's momentum buffers, the schedule,
 the early-stopping rule, the loop counters and every random generator: torch

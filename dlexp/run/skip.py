@@ -1,7 +1,7 @@
 """``trainer.skip_finished=true``: a job whose exact config already FINISHED in the store is not trained again.
 
 :func:`finished_result` runs first in a job (before any check that reads data): it looks the job's
-config key (the ``dlexp.config_key`` tag every run carries: :func:`dlexp.resume.config_key` of its
+config key (the ``dlexp.config_key`` tag every run carries: :func:`dlexp.run.resume.config_key` of its
 flattened config, without the keys that only say how it runs) up among the experiment's FINISHED runs.
 When one is there, the job returns that run's final metrics (``best/valid_error``, ``final/cost``,
 ... : the sweeper gets its objective) without loading data or training, and
@@ -20,11 +20,12 @@ import sys
 from dataclasses import asdict, replace
 
 from .. import metric_names as names
-from .context import OBJECTIVE_TAG, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG, parent_run_id
+from ..tracking.contract import (COMMAND_TAG, DATA_CHECKSUM_TAG, GIT_COMMIT_TAG, OBJECTIVE_TAG, OUTPUT_DIR_TAG,
+                                 OVERRIDES_TAG, PARENT_TAG, PRUNED_TAG, SKIPPED_TAG, objective_of, parent_run_id,
+                                 runs_with_config_key)
 
 log = logging.getLogger("dlexp")
 
-KEY_TAG = "dlexp.config_key"
 
 
 def without_skip(run):
@@ -34,8 +35,8 @@ def without_skip(run):
 
 
 def config_key(run) -> str:
-    from .. import resume
-    from ..params import flatten
+    from . import resume
+    from .params import flatten
 
     return resume.config_key(flatten(asdict(without_skip(run))))
 
@@ -43,9 +44,7 @@ def config_key(run) -> str:
 def find_finished(tracker, key: str):
     """The newest FINISHED run of the tracker's experiment with this config key, or None (a run a sweep's
     pruner stopped ends FINISHED too, tagged ``dlexp.pruned``: it is not a finished training)."""
-    runs = tracker.client.search_runs([tracker.experiment_id],
-                                      f"tags.`{KEY_TAG}` = '{key}' and attributes.status = 'FINISHED'",
-                                      order_by=["attributes.end_time DESC"], max_results=20)
+    runs = runs_with_config_key(tracker.client, tracker.experiment_id, key, finished=True, limit=20)
     return next((r for r in runs if not r.data.tags.get(PRUNED_TAG)), None)
 
 
@@ -53,8 +52,8 @@ def finished_result(run, overrides: list, out):
     """The final metrics of the FINISHED run with ``run``'s config (see the module doc), or None to train."""
     if not (run.trainer.skip_finished and run.tracking.enabled):
         return None
-    from ..store import check_reachable
-    from ..tracking import build_tracker
+    from ..tracking.store import check_reachable
+    from ..tracking.tracker import build_tracker
 
     check_reachable(run.tracking.uri or os.environ.get("MLFLOW_TRACKING_URI", ""))
     tracker = build_tracker(run.tracking)
@@ -70,22 +69,19 @@ def finished_result(run, overrides: list, out):
 
 
 def _summary(old) -> str:
-    from .table import fmt
-
-    metric = old.data.tags.get(OBJECTIVE_TAG, "").rpartition(":")[0] or names.BEST_VALID
-    metric = names.NEW.get(metric, metric)
-    return f"{metric} {fmt(metric, names.get(old.data.metrics, metric))}"
+    metric = objective_of(old)[0] or names.BEST_VALID
+    return f"{metric} {names.shown(metric, names.get(old.data.metrics, metric))}"
 
 
 def _record(tracker, run, overrides, out, old, parent) -> str:
     """The skipped job as a FINISHED child of the sweep, pointing at the run that holds its result."""
-    from ..params import logged_params
-    from ..run_names import run_name
+    from .params import logged_params
+    from ..tracking.contract import run_name
 
     tags = {PARENT_TAG: parent, SKIPPED_TAG: old.info.run_id,
-            "dlexp.overrides": " ".join(overrides) or "(none)", "dlexp.output_dir": str(out.resolve()),
-            "dlexp.command": " ".join(sys.argv)}
-    for key in (OBJECTIVE_TAG, "dlexp.data_checksum", "dlexp.git_commit"):
+            OVERRIDES_TAG: " ".join(overrides) or "(none)", OUTPUT_DIR_TAG: str(out.resolve()),
+            COMMAND_TAG: " ".join(sys.argv)}
+    for key in (OBJECTIVE_TAG, DATA_CHECKSUM_TAG, GIT_COMMIT_TAG):
         if key in old.data.tags:
             tags[key] = old.data.tags[key]
     run_id = tracker.start(run_name(run, overrides), logged_params(without_skip(run)), tags)

@@ -1,9 +1,9 @@
 """The MLflow model of a dlexp run, as MLflow runs it: a "model from code" (``mlflow.models.set_model``).
 
-MLflow copies this file into every model dlexp logs (:mod:`dlexp.mlmodel`) and executes it when the
+MLflow copies this file into every model dlexp logs (:mod:`dlexp.tracking.mlmodel`) and executes it when the
 model is loaded (``mlflow.pyfunc.load_model``, ``mlflow models serve``), so nothing of dlexp is
 pickled. It needs mlflow, numpy and torch only: the model classes (``dlexp.models``) and the
-restricted checkpoint reader (``dlexp.checkpoint``) travel in the model's ``code/`` folder, the
+restricted checkpoint reader (``dlexp.safe_pickle``) travel in the model's ``code/`` folder, the
 parameters as its ``checkpoint`` artifact -- the run's own ``best_params.pkl`` (or
 ``pretrained_params.pkl``), numpy arrays read without ``pickle.load``.
 
@@ -35,10 +35,10 @@ class DlexpModel(PythonModel):
     """A dlexp model rebuilt from its checkpoint artifact."""
 
     def load_context(self, context):
-        from dlexp import checkpoint
+        from dlexp import safe_pickle
         from dlexp.models import build_model, config_class
 
-        ckpt = checkpoint.load(context.artifacts["checkpoint"])
+        ckpt = safe_pickle.load(context.artifacts["checkpoint"])
         cfg = config_class(ckpt["model"]["name"])(**ckpt["model"])
         model = build_model(cfg, tuple(ckpt["image_shape"]), ckpt["n_classes"])
         model.load_state_dict({k: torch.from_numpy(np.asarray(v)) for k, v in ckpt["params"].items()})

@@ -13,16 +13,16 @@ from typing import Optional
 import numpy as np
 import torch
 
-from . import model_registry
-from .artifacts import load_pretrained
-from .config import ConfigError
-from .data import load_dataset
-from .data.device import resolve_device, to_device
-from .models import build_model, check_model
-from .models.base import PretrainConfig
+from ..config import ConfigError
+from ..data import load_dataset
+from ..data.device import resolve_device, to_device
+from ..models import build_model, check_model
+from ..models.base import PretrainConfig
+from ..tracking import registry
+from ..tracking.artifacts import load_pretrained
+from ..tracking.provenance import check_tags
+from ..tracking.store import check_reachable
 from .params import ignored, model_class
-from .provenance import check_tags
-from .store import check_reachable
 
 
 @dataclass
@@ -61,7 +61,7 @@ def check_tracking(cfg) -> None:
         if getattr(cfg, key) and not cfg.enabled:
             raise ConfigError(f"tracking.{key}={getattr(cfg, key)!r} is not allowed with tracking=none")
     if cfg.register_as is not None:
-        model_registry.check_name(cfg.register_as)
+        registry.check_name(cfg.register_as)
     check_tags(cfg.tags)
     if cfg.system_metrics and importlib.util.find_spec("psutil") is None:  # what MLflow's monitor reads with
         raise ConfigError("tracking.system_metrics=true needs psutil: pip install 'dlexp[system-metrics]'")

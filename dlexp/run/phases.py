@@ -1,17 +1,20 @@
 """The two phases of a run: layer-wise ``pretrain`` (unsupervised), then supervised ``finetune``.
 
-Each takes the :class:`~dlexp.tracked.RunContext`, trains, saves what it
+Each takes the :class:`~dlexp.run.lifecycle.RunContext`, trains, saves what it
 made (checkpoint, images, and the MLflow model of the checkpoint: the
 classifier after fine-tuning, the encoder of a model without labels after
 pretraining) and returns the metrics the run ends with.
 """
 import logging
+import math
 import time
 
-from . import artifacts, mlmodel
-from . import metric_names as names
-from .train import fit_cg, fit_sgd
-from .train.pretrain import pretrain_stack
+from .. import metric_names as names
+from ..tracking import mlmodel
+from ..train import fit_cg, fit_sgd
+from ..train.pretrain import pretrain_stack
+from ..train.result import Diverged
+from . import artifacts
 
 log = logging.getLogger("dlexp")
 
@@ -62,19 +65,18 @@ def log_model(ctx, checkpoint_name: str, step: int = 0) -> None:
 def finetune(ctx) -> dict:
     """MSGD (or conjugate gradient) on the labels; saves ``best_params.pkl`` and the filters image."""
     run, data, model = ctx.run, ctx.prep.data, ctx.prep.model
-    if run.optimizer.name == "cg":
-        result = fit_cg(model, data, run.optimizer, run.regularization, run.trainer.max_epochs,
-                        run.trainer.eval_batch_size, ctx.callback)
-    else:
-        result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping, run.trainer.max_epochs,
-                         ctx.options, ctx.callback, ctx.state_for("finetune"))
-    ctx.progress.close()  # the bar ends before the summary line
-    log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
-             100 * result.best_valid_error, result.best_iter, 100 * result.test_error, result.epochs,
-             result.train_seconds, result.train_seconds / max(1, result.epochs))
-    artifacts.save_checkpoint(ctx.out / artifacts.CHECKPOINT, run, data, model,
-                              {"best_valid_error": result.best_valid_error, "test_error": result.test_error})
-    ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
+    try:
+        if run.optimizer.name == "cg":
+            result = fit_cg(model, data, run.optimizer, run.regularization, run.trainer.max_epochs,
+                            run.trainer.eval_batch_size, ctx.callback)
+        else:
+            result = fit_sgd(model, data, run.optimizer, run.regularization, run.early_stopping,
+                             run.trainer.max_epochs, ctx.options, ctx.callback, ctx.state_for("finetune"))
+    except Diverged as e:  # the best model before the divergence is kept
+        if math.isfinite(e.best_valid_error):
+            _save_best(ctx, e.best_valid_error, e.test_error)
+        raise
+    _save_best(ctx, result.best_valid_error, result.test_error)
     if run.tracking.filters_image:
         artifacts.save_images(ctx.out, data, model, ctx.tracker)
     final = {names.BEST_VALID: result.best_valid_error, names.BEST_TEST: result.test_error,
@@ -83,3 +85,11 @@ def finetune(ctx) -> dict:
     ctx.tracker.log_metrics(final, 0)  # summary values at step 0: numbers in the UI, not curves
     log_model(ctx, artifacts.CHECKPOINT)
     return final
+
+
+def _save_best(ctx, best_valid_error: float, test_error: float) -> None:
+    """The one place the best model is saved: ``best_params.pkl``, as a run artifact too."""
+    artifacts.save_checkpoint(ctx.out / artifacts.CHECKPOINT, ctx.run, ctx.prep.data, ctx.prep.model,
+                              {"best_valid_error": best_valid_error, "test_error": test_error})
+    ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
+

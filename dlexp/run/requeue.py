@@ -13,7 +13,7 @@ In a submitit job dlexp takes that signal over (:func:`take_over`, from the swee
 1. the signal asks the run to stop, as Ctrl-C does: the training loop finishes its step, saves its whole
    state (``state/train_state.pkl``) and the run ends KILLED (outside the training loop the job stops
    at once; what was saved last, if anything, is where it continues from);
-2. then :func:`on_preemption` (around the run, in :func:`dlexp.experiment.run_experiment`) hands the job
+2. then :func:`on_preemption` (around the run, in :func:`dlexp.run.experiment.run_experiment`) hands the job
    to submitit's own handler with ``trainer.resume=auto`` added to its overrides; submitit pickles
    the job again, requeues it and exits;
 3. the requeued job continues the KILLED run from its state, in the same run and the same job

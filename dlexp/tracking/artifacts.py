@@ -1,48 +1,31 @@
-"""What a run leaves behind: the parameters checkpoint, the images, and reading them back.
+"""A run's checkpoint read back, by path, run id or MLflow URI (what a run saves: :mod:`dlexp.run.artifacts`).
 
 A checkpoint is a pickle of plain containers and numpy arrays (format
 ``dlexp.params/1``: the model and dataset configs, image shape, classes, the
 ``state_dict`` as arrays, and the errors it reached), written atomically and
-read only through the restricted unpickler (:mod:`dlexp.checkpoint`). A
+read only through the restricted unpickler (:mod:`dlexp.safe_pickle`). A
 checkpoint is found by path, run id, or MLflow URI: ``runs:/<run id>/<path>``
 (a run's artifact, or its logged model) and ``models:/<name>/<version>``,
 ``models:/<name>@<alias>``, ``models:/<model id>`` (the checkpoint the MLflow
-model carries, :mod:`dlexp.mlmodel`). Images are tiled PNGs (:mod:`dlexp.viz`):
-the first layer's filters, and what the model makes (``Model.pictures``:
-reconstructions, Gibbs samples); snapshots during training are MLflow images
-with a step (the UI's step slider).
+model carries, :mod:`dlexp.tracking.mlmodel`).
 """
 import contextlib
 import os
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
-from . import checkpoint, viz
-from .config import ConfigError
-from .model_registry import RegistryError, is_model_uri, resolve
+from .. import safe_pickle
+from ..checks import ConfigError
 from .provenance import is_run_id
+from .registry import RegistryError, is_model_uri, resolve
 
 CHECKPOINT = "best_params.pkl"
 PRETRAINED = "pretrained_params.pkl"
 FORMAT = "dlexp.params/1"
-
-
-def save_checkpoint(path, run, data, model, metrics: dict) -> None:
-    """Parameters as plain containers of numpy arrays, written atomically."""
-    checkpoint.save(path, {
-        "format": FORMAT,
-        "model": asdict(run.model),
-        "dataset": asdict(run.dataset),
-        "image_shape": list(data.image_shape),
-        "n_classes": data.n_classes,
-        "params": {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()},
-        **metrics,
-    })
 
 
 def fetch_checkpoint(source: str, tracking_uri=None, dest=None, artifact=f"checkpoint/{CHECKPOINT}") -> Path:
@@ -78,12 +61,12 @@ def _local_file(source: str):
         return None
     path = Path(source)
     if path.is_dir():
-        raise checkpoint.CheckpointError(f"{source}: is a directory, not a checkpoint file (e.g. "
+        raise safe_pickle.CheckpointError(f"{source}: is a directory, not a checkpoint file (e.g. "
                                          f"{path / CHECKPOINT})")
     if path.exists():
         return path
     if not is_run_id(source):
-        raise checkpoint.CheckpointError(f"{source!r} is neither an existing file, an MLflow run id "
+        raise safe_pickle.CheckpointError(f"{source!r} is neither an existing file, an MLflow run id "
                                          "(32 hex digits) nor a models:/ or runs:/ URI")
     return None
 
@@ -97,7 +80,7 @@ def _existing_store(source: str, tracking_uri=None) -> str:
     try:
         check_existing(uri)
     except ValueError as e:
-        raise checkpoint.CheckpointError(f"{e}; cannot look up {'' if is_model_uri(source) else 'run '}"
+        raise safe_pickle.CheckpointError(f"{e}; cannot look up {'' if is_model_uri(source) else 'run '}"
                                          f"{source}") from None
     return uri
 
@@ -110,7 +93,7 @@ def _download_source(source: str, uri: str, artifact: str, dest) -> Path:
     """The checkpoint ``source`` (a run id: its ``artifact``; a URI: what it names) downloaded into ``dest``."""
     if not is_model_uri(source):
         return _download(source, uri, artifact, dest)
-    from .tracking import RetryingClient
+    from .tracker import RetryingClient
 
     try:
         client = RetryingClient(uri, create=False)
@@ -118,7 +101,7 @@ def _download_source(source: str, uri: str, artifact: str, dest) -> Path:
     except RegistryError:  # a name, version, alias or run that is not there: its own line
         raise
     except Exception as e:
-        raise checkpoint.CheckpointError(f"cannot read the MLflow store {uri}: {_first_line(e)}") from None
+        raise safe_pickle.CheckpointError(f"cannot read the MLflow store {uri}: {_first_line(e)}") from None
     if where.location is None:
         return _download(where.run_id, uri, where.artifact, dest)
     return _model_checkpoint(where.location.rstrip("/"), source, uri, dest)
@@ -137,31 +120,31 @@ def _model_checkpoint(location: str, source: str, uri: str, dest) -> Path:
             pyfunc = Model.load(mlmodel).flavors.get("python_function", {})
             path = (pyfunc.get("artifacts") or {}).get("checkpoint", {}).get("path")
             if not path:
-                raise checkpoint.CheckpointError(f"{source}: not a dlexp model (no checkpoint among its artifacts)")
+                raise safe_pickle.CheckpointError(f"{source}: not a dlexp model (no checkpoint among its artifacts)")
             return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{location}/{path}", dst_path=str(dest),
                                                             tracking_uri=uri))
-    except checkpoint.CheckpointError:
+    except safe_pickle.CheckpointError:
         raise
     except Exception as e:
-        raise checkpoint.CheckpointError(f"{source}: cannot download its files ({_first_line(e)})") from None
+        raise safe_pickle.CheckpointError(f"{source}: cannot download its files ({_first_line(e)})") from None
 
 
 def _download(run_id: str, uri: str, artifact: str, dest) -> Path:
     """The run's ``artifact`` downloaded into ``dest``; one-line CheckpointError for a missing run or file."""
-    from .tracking import RetryingClient
+    from .tracker import RetryingClient
 
     try:
         client = RetryingClient(uri, create=False)  # a reader: never builds or migrates the store
         client.get_run(run_id)
     except Exception as e:
         if getattr(e, "error_code", "") == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(e).lower():
-            raise checkpoint.CheckpointError(f"no run {run_id} in the MLflow store {uri}") from None
-        raise checkpoint.CheckpointError(f"cannot read the MLflow store {uri}: {_first_line(e)}") from None
+            raise safe_pickle.CheckpointError(f"no run {run_id} in the MLflow store {uri}") from None
+        raise safe_pickle.CheckpointError(f"cannot read the MLflow store {uri}: {_first_line(e)}") from None
     try:
         with _no_progress_bar():
             return Path(client.download_artifacts(run_id, artifact, str(dest)))
     except Exception as e:
-        raise checkpoint.CheckpointError(f"run {run_id} in {uri} has no {artifact}: {_first_line(e)}") from None
+        raise safe_pickle.CheckpointError(f"run {run_id} in {uri} has no {artifact}: {_first_line(e)}") from None
 
 
 @contextlib.contextmanager
@@ -184,7 +167,7 @@ def load_pretrained(model, source: str, tracking_uri=None) -> str:
     (the path, or ``runs:/<run id>/checkpoint/pretrained_params.pkl``: the download is removed)."""
     artifact = f"checkpoint/{PRETRAINED}"
     with fetched_checkpoint(source, tracking_uri, artifact=artifact) as path:
-        ckpt = checkpoint.load(path)
+        ckpt = safe_pickle.load(path)
         where = str(path) if Path(source).exists() else source if is_model_uri(source) else \
             f"runs:/{source}/{artifact}"
     params = ckpt.get("params") if isinstance(ckpt, dict) else None
@@ -196,46 +179,3 @@ def load_pretrained(model, source: str, tracking_uri=None) -> str:
         raise ConfigError(f"model.pretrained_from={source!r} does not fit this model: "
                           f"{str(e).strip().splitlines()[-1].strip()}") from None
     return where
-
-
-def _images(data, model) -> dict:
-    """name -> uint8 image: ``filters`` (first-layer filters, tiled) and the model's pictures."""
-    filters = model.filters().detach().float().cpu().numpy()
-    n_pixels = data.image_shape[1] * data.image_shape[2]
-    shape = tuple(data.image_shape[1:]) if filters.shape[1] == n_pixels else (int(filters.shape[1] ** 0.5),) * 2
-    images = {"filters": viz.filters_image(filters, shape)}
-    with torch.no_grad():
-        pictures = model.pictures(data.test.x)
-    for name, (rows, grid) in pictures.items():
-        images[name] = viz.tile_raster_images(np.asarray(rows), data.image_shape[1:], grid,
-                                              scale_rows_to_unit_interval=False)
-    return images
-
-
-def _scale(img) -> int:
-    return max(1, 560 // max(img.shape))
-
-
-def save_images(out: Path, data, model, tracker, prefix: str = "", images=None) -> dict:
-    """``<prefix>filters.png`` (first-layer filters) and the model's pictures, logged under ``images/``;
-    returns them (name -> uint8 image)."""
-    images = _images(data, model) if images is None else images
-    for name, img in images.items():
-        viz.save_png(img, out / f"{prefix}{name}.png", scale=_scale(img))
-        tracker.log_artifact(out / f"{prefix}{name}.png", "images")
-    return images
-
-
-def log_snapshots(out: Path, data, model, tracker, step: int) -> None:
-    """The images of ``model`` at training step ``step`` (an epoch): ``epoch_<step>_<name>.png`` under the
-    run's ``images/`` (and in the run directory), and MLflow images with that step, which the run's page
-    shows on a step slider (one key a picture: ``filters``, ``reconstructions``, ...)."""
-    images = save_images(out, data, model, tracker, prefix=f"epoch_{step:03d}_")
-    if not tracker.run_id:
-        return
-    from PIL import Image
-
-    for name, img in images.items():
-        big = Image.fromarray(img)
-        big = big.resize((big.width * _scale(img), big.height * _scale(img)), Image.NEAREST)
-        tracker.client.log_image(tracker.run_id, big, key=name, step=step, synchronous=True)

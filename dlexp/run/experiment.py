@@ -1,18 +1,17 @@
 """One run, start to end: config -> data + model -> trainer -> tracker.
 
-    skip        trainer.skip_finished: a config that FINISHED before returns that run's result (dlexp.sweep.skip)
-    requeue     on SLURM (submitit), a preempted run saves its state and its job is requeued (dlexp.sweep.requeue)
-    preflight   every check that can be made before a run exists (dlexp.preflight)
-    tracked_run the MLflow run, started and ended FINISHED / FAILED / KILLED (dlexp.tracked)
-    pretrain    layer-wise unsupervised training, for models with layers to pretrain (dlexp.phases)
-    finetune    supervised training, for models with labels to learn (dlexp.phases)
+    skip        trainer.skip_finished: a config that FINISHED before returns that run's result (dlexp.run.skip)
+    requeue     on SLURM (submitit), a preempted run saves its state and its job is requeued (dlexp.run.requeue)
+    preflight   every check that can be made before a run exists (dlexp.run.preflight)
+    tracked_run the MLflow run, started and ended FINISHED / FAILED / KILLED (dlexp.run.lifecycle)
+    pretrain    layer-wise unsupervised training, for models with layers to pretrain (dlexp.run.phases)
+    finetune    supervised training, for models with labels to learn (dlexp.run.phases)
 """
 from pathlib import Path
 
-from . import phases
+from . import phases, requeue, skip
+from .lifecycle import tracked_run
 from .preflight import preflight
-from .sweep import requeue, skip
-from .tracked import tracked_run
 
 
 def run_experiment(run, composed_yaml: str, overrides: list, output_dir) -> dict:

@@ -13,8 +13,7 @@ sweeper carries on.
 import warnings
 
 from ..metric_names import BEST_VALID, VALID_ERROR
-from .context import PRUNED_TAG, callback_config, parent_run_id
-from .runs import children_of
+from ..tracking.contract import PRUNED_TAG, callback_config, children_of, parent_run_id
 
 
 def pruner_for(client):
@@ -56,6 +55,9 @@ class OptunaPruning:
                     state=optuna.trial.TrialState.COMPLETE, value=run.data.metrics[BEST_VALID],
                     params={}, distributions={}, intermediate_values={h.step: h.value for h in history}))
         self.trial = study.ask()
+
+    def end(self, status: str, reason: str = None) -> None:
+        """Nothing to close: the trial lives in memory only."""
 
     def __call__(self, event: str, metrics: dict, step: int) -> None:
         if event != "validation" or VALID_ERROR not in metrics:

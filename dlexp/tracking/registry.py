@@ -18,7 +18,7 @@ import shlex
 from dataclasses import dataclass
 from typing import Optional
 
-from .checks import ConfigError
+from ..checks import ConfigError
 from .mlmodel import DATASET_TAG, KIND_TAG, NAME as MODEL_NAME, is_dlexp_model, mlflow_target, run_models
 USAGE = "models:/<name>/<version>, models:/<name>@<alias>, models:/<name>/latest or runs:/<run id>/<path>"
 
@@ -83,7 +83,7 @@ def _link(client, name: str, version: str, model_id: str) -> None:
     from filelock import FileLock
 
     from .store import sqlite_path
-    from .tracking import retry_locked
+    from .tracker import retry_locked
 
     store = getattr(client, "_client", client)._tracking_client.store
     path = sqlite_path(client.tracking_uri)

@@ -27,7 +27,7 @@ from glob import escape as glob_escape
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-from .checkpoint import file_kind, open_regular
+from ..safe_pickle import file_kind, open_regular
 
 log = logging.getLogger("dlexp")
 

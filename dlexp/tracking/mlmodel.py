@@ -1,7 +1,7 @@
 """The MLflow model of a run, logged beside the tutorial-style checkpoint: a pyfunc "model from code".
 
 :func:`log_model` logs ``model`` (a classifier's best parameters, or an encoder's pretrained ones)
-as an MLflow 3 logged model linked to the run: MLflow copies :mod:`dlexp.pyfunc_model` (the code
+as an MLflow 3 logged model linked to the run: MLflow copies :mod:`dlexp.tracking.pyfunc_model` (the code
 MLflow runs to load and predict), the checkpoint as the ``checkpoint`` artifact, and dlexp's model
 classes with the restricted checkpoint reader as ``code/dlexp`` (so it loads where only mlflow,
 torch and numpy are installed, and nothing is unpickled by ``pickle.load``). The signature is
@@ -26,10 +26,10 @@ import tempfile
 import warnings
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parent
-CODE = PACKAGE / "pyfunc_model.py"
+PACKAGE = Path(__file__).resolve().parents[1]  # dlexp/
+CODE = Path(__file__).resolve().parent / "pyfunc_model.py"
 # what pyfunc_model imports from dlexp: the package, the model classes and the checkpoint reader
-MODEL_CODE = ("__init__.py", "checks.py", "checkpoint.py", "models")
+MODEL_CODE = ("__init__.py", "checks.py", "safe_pickle.py", "models")
 NAME = "model"           # what runs:/<run id>/model names: the run's dlexp model, whatever its name
 KIND_TAG, DATASET_TAG = "dlexp.model", "dlexp.dataset"  # on a logged model: what it is (mlp, digits)
 EXAMPLE_ROWS = 5

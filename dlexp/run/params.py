@@ -22,7 +22,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 
 def model_class(name: str):
-    from .models import REGISTRY
+    from ..models import REGISTRY
 
     return REGISTRY.get(name)
 
@@ -46,7 +46,7 @@ def logged_params(run, model_cls=None) -> dict:
 def check_overrides(model_name: str, overrides) -> None:
     """Raise ConfigError for the first override of a key that model ``model_name`` never reads:
     ``optimizer.lr is ignored by model=da (it trains only by pretraining): use model.pretrain_lr``."""
-    from .config import ConfigError
+    from ..config import ConfigError
 
     model_cls = model_class(model_name)
     for override in overrides:

@@ -37,7 +37,7 @@ def git_commit() -> str:
     """The commit dlexp was built from (``dlexp/_version.py``), else that of its source checkout
     (``git rev-parse HEAD``), else "unknown"."""
     try:
-        from ._version import commit
+        from .._version import commit
 
         if commit:
             return commit
@@ -52,7 +52,7 @@ def git_commit() -> str:
 
 def check_tags(tags) -> None:
     """``tracking.tags``: keys MLflow accepts, values that are not containers; else one ConfigError line."""
-    from .checks import ConfigError
+    from ..checks import ConfigError
 
     for key, value in (tags or {}).items():
         if not TAG_KEY.fullmatch(str(key)) or str(key).startswith("/") or ".." in str(key).split("/"):

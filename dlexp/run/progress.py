@@ -4,7 +4,7 @@ Log lines come at most every ``interval`` seconds; every value is in MLflow.
 While the bar is shown, log records go through tqdm (``logging_redirect_tqdm``)
 so they print above the bar instead of onto its line; the bar appears with
 the first training epoch (none for a run that only pretrains) and is closed
-before the run's summary line.
+when the run ends (:meth:`Progress.end`), before the run's summary line.
 """
 import contextlib
 import logging
@@ -50,6 +50,10 @@ class Progress:
                      ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if "/" in k and not k.endswith("seconds")))
         elif event == "epoch" and self.bar is not None:
             self.bar.update(1)
+
+    def end(self, status: str, reason: str = None) -> None:
+        """The run ends (however it ends): the bar closes, before the run's last lines."""
+        self.close()
 
     def close(self) -> None:
         """Close the bar (at the epochs it reached) and give logging its own handlers back; idempotent."""

@@ -8,22 +8,25 @@
 * divergence (:class:`Diverged`): FAILED, the best model before it saved;
 * anything else: FAILED, with ``dlexp.error`` = the exception.
 
-Listeners (tracker, progress, a sweep's pruner) receive every ``(event,
-metrics, step)`` the trainer reports; the loop options carry the checkpoint
-hook (state saved atomically, flushed metrics first) and the signal flag.
+Listeners (the progress display, the run's record, the curves to the tracker
+and a sweep's pruner) receive every ``(event, metrics, step)`` the trainer
+reports, and the run's end through one hook, ``end(status, reason)``, called
+once, in one place (:func:`_end`), however the run ends: the progress bar
+closes there, the record uploads the run's logs there, the tracker ends the
+MLflow run there. The loop options carry the checkpoint hook (state saved
+atomically, flushed metrics first) and the signal flag.
 
 What the MLflow UI shows of a run's origin is set here too: MLflow's standard
 tags (``mlflow.user``, ``mlflow.source.*``, the git commit), ``tracking.tags``
 and ``tracking.description`` (``mlflow.note.content``), the dataset inputs
-(:mod:`dlexp.lineage`), MLflow's system-metrics monitor with
+(:mod:`dlexp.tracking.lineage`), MLflow's system-metrics monitor with
 ``tracking.system_metrics=true``, and, however the run ends, Hydra's log and
 ``.hydra/`` as artifacts. A run that finishes with ``tracking.register_as``
 (outside a sweep, whose callback registers the best child) registers its
-MLflow model as a new version of that name (:mod:`dlexp.model_registry`).
+MLflow model as a new version of that name (:mod:`dlexp.tracking.registry`).
 """
 import contextlib
 import logging
-import math
 import signal
 import sys
 from dataclasses import asdict, dataclass, field
@@ -32,19 +35,23 @@ from typing import Optional
 
 import torch
 
-from . import artifacts, lineage, model_registry, resume
-from .curves import STEP_TAG, Curves
+from .. import metric_names as names
+from ..interrupt import Stop
+from ..tracking import lineage, registry
+from ..tracking.contract import (COMMAND_TAG, CONFIG_KEY_TAG, DATA_CHECKSUM_TAG, DATA_SOURCE_TAG, DEVICE_TAG, ERROR_TAG,
+                                 GIT_COMMIT_TAG, OBJECTIVE_TAG, OUTPUT_DIR_TAG, OVERRIDES_TAG, PARENT_TAG,
+                                 PRETRAINED_FROM_TAG, REGISTERED_TAG, RESUMED_FROM_TAG, STEP_TAG, TORCH_VERSION_TAG,
+                                 VERSIONS_TAG, objective_tag, parent_run_id, run_name)
+from ..tracking.provenance import git_commit, source_tags, versions
+from ..tracking.tracker import build_tracker
+from ..train.loop import LoopOptions
+from ..train.result import Diverged, Pruned
+from ..train.state import StopRequest, polling
+from . import resume
+from .curves import Curves
 from .params import flatten, logged_params
 from .progress import Progress
-from .provenance import git_commit, source_tags, versions
-from .run_names import run_name
-from .sweep import parent_run_id, pruner_for
-from .sweep.context import PRUNED_TAG
-from .tracking import build_tracker
-from .train.loop import LoopOptions
-from .train.result import Diverged, Pruned
-from .interrupt import Stop
-from .train.state import StopRequest, polling
+from .pruning import pruner_for
 
 log = logging.getLogger("dlexp")
 
@@ -63,11 +70,9 @@ class RunContext:
     state: Optional[dict]
     options: LoopOptions
     state_file: Path
-    progress: Progress
-    listeners: list = field(default_factory=list)
+    listeners: list = field(default_factory=list)  # each: (event, metrics, step) and end(status, reason)
     final: dict = field(default_factory=dict)
-    model_uri: Optional[str] = None   # the run's MLflow model, once logged (dlexp.phases.log_model)
-    monitor: object = None            # MLflow's SystemMetricsMonitor, with tracking.system_metrics=true
+    model_uri: Optional[str] = None   # the run's MLflow model, once logged (dlexp.run.phases.log_model)
 
     @property
     def phase(self):
@@ -93,29 +98,29 @@ def run_tags(run, prep, overrides, out, params, state) -> dict:
         tags["mlflow.note.content"] = run.tracking.description
     tags.update(source_tags())
     tags.update({
-        "dlexp.overrides": " ".join(overrides) or "(none)",
-        "dlexp.git_commit": git_commit(),
-        "dlexp.device": str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
-        "dlexp.torch_version": torch.__version__,
-        "dlexp.versions": " ".join(f"{k}={v}" for k, v in versions().items()),
-        "dlexp.data_checksum": prep.dataset.checksum,
-        "dlexp.data_source": prep.dataset.source,
-        "dlexp.command": " ".join(sys.argv),
-        "dlexp.output_dir": str(out.resolve()),
-        "dlexp.config_key": resume.config_key(params),
-        "dlexp.objective": ":".join(prep.model.objective()),
+        OVERRIDES_TAG: " ".join(overrides) or "(none)",
+        GIT_COMMIT_TAG: git_commit(),
+        DEVICE_TAG: str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        TORCH_VERSION_TAG: torch.__version__,
+        VERSIONS_TAG: " ".join(f"{k}={v}" for k, v in versions().items()),
+        DATA_CHECKSUM_TAG: prep.dataset.checksum,
+        DATA_SOURCE_TAG: prep.dataset.source,
+        COMMAND_TAG: " ".join(sys.argv),
+        OUTPUT_DIR_TAG: str(out.resolve()),
+        CONFIG_KEY_TAG: resume.config_key(params),
+        OBJECTIVE_TAG: objective_tag(*prep.model.objective()),
         STEP_TAG: run.tracking.step,
     })
     if run.trainer.resume:
         where = state and (state.get("position") or state["loop"]["position"])
-        tags["dlexp.resumed_from"] = (f"{state['phase']} iteration {where['it'] + 1}, epoch {where['epoch']}"
+        tags[RESUMED_FROM_TAG] = (f"{state['phase']} iteration {where['it'] + 1}, epoch {where['epoch']}"
                                       + (f", layer {state['layer']}" if "layer" in state else "")
                                       if state else "the start")
     if prep.pretrained_path:
-        tags["dlexp.pretrained_from"] = prep.pretrained_path
+        tags[PRETRAINED_FROM_TAG] = prep.pretrained_path
     parent = parent_run_id()
     if parent:
-        tags["mlflow.parentRunId"] = parent
+        tags[PARENT_TAG] = parent
     return tags
 
 
@@ -163,7 +168,7 @@ def _open(run, prep, composed_yaml, overrides, out, stop) -> RunContext:
     except BaseException as e:  # once the run exists, it ends here, never left RUNNING
         if tracker.run_id:
             with contextlib.suppress(Exception):
-                tracker.set_tags({"dlexp.error": f"{type(e).__name__}: {e}"[:5000]})
+                tracker.set_tags({ERROR_TAG: f"{type(e).__name__}: {e}"[:5000]})
             tracker.end("KILLED" if isinstance(e, KeyboardInterrupt) else "FAILED")
         raise
 
@@ -188,24 +193,37 @@ def _wire(run, prep, out, stop, tracker, params, state, run_id, resumed: bool) -
     options = LoopOptions(shuffle=t.shuffle, seed=t.seed, checkpoint_every=t.checkpoint_every,
                           on_checkpoint=on_checkpoint, stop=stop, compile=t.compile, precision=t.precision,
                           eval_batch_size=t.eval_batch_size)
-    ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file, Progress(t.progress, t.max_epochs))
-    ctx.monitor = _system_metrics(run, tracker, resumed=resumed)
-    ctx.listeners = [Curves(run.tracking.step, [tracker, pruner_for(tracker.client)]), ctx.progress]
+    ctx = RunContext(run, prep, out, tracker, run_id, state, options, state_file)
+    record = RunRecord(out, tracker, _system_metrics(run, tracker, resumed=resumed))
+    ctx.listeners = [Progress(t.progress, t.max_epochs), record,
+                     Curves(run.tracking.step, [tracker, pruner_for(tracker.client)])]
     return ctx
 
 
-def _close(ctx) -> None:
-    """Before the run ends, however it ends: the system-metrics monitor stopped, Hydra's record of the
-    run (its log, ``.hydra/``: the composed config, the overrides, Hydra's own config) uploaded."""
-    if ctx.monitor is not None:
-        ctx.monitor.finish()
-        ctx.monitor = None
-    if not ctx.run_id:
-        return
-    for hydra_log in sorted(ctx.out.glob("*.log")):
-        ctx.tracker.log_artifact(hydra_log)
-    if (ctx.out / ".hydra").is_dir():
-        ctx.tracker.client.log_artifacts(ctx.run_id, str(ctx.out / ".hydra"), ".hydra")
+class RunRecord:
+    """A listener that keeps the run's record: at its end, however it ends, the system-metrics monitor
+    stopped and Hydra's record of the run (its log, ``.hydra/``: the composed config, the overrides,
+    Hydra's own config) uploaded."""
+
+    def __init__(self, out: Path, tracker, monitor=None):
+        self.out, self.tracker, self.monitor = out, tracker, monitor
+
+    def __call__(self, event: str, metrics: dict, step: int) -> None:
+        return None
+
+    def end(self, status: str, reason: str = None) -> None:
+        try:
+            if self.monitor is not None:
+                self.monitor.finish()
+                self.monitor = None
+            if not self.tracker.run_id:
+                return
+            for hydra_log in sorted(self.out.glob("*.log")):
+                self.tracker.log_artifact(hydra_log)
+            if (self.out / ".hydra").is_dir():
+                self.tracker.client.log_artifacts(self.tracker.run_id, str(self.out / ".hydra"), ".hydra")
+        except Exception as e:  # the run's own end matters more than its log files
+            log.warning("could not upload the run's log files: %s", e)
 
 
 def _register(ctx) -> None:
@@ -213,21 +231,26 @@ def _register(ctx) -> None:
     the sweep, which registers its best child)."""
     name = ctx.run.tracking.register_as
     if name and ctx.run_id and ctx.model_uri and not parent_run_id():
-        version = model_registry.register(ctx.tracker.client, ctx.run_id, name)
-        ctx.tracker.set_tags({"dlexp.registered_model": f"models:/{name}/{version}"})
+        version = registry.register(ctx.tracker.client, ctx.run_id, name)
+        ctx.tracker.set_tags({REGISTERED_TAG: f"models:/{name}/{version}"})
         log.info("registered model %r version %s: models:/%s/%s; serve it with: %s", name, version, name, version,
-                 model_registry.serve_command(ctx.tracker.uri, f"models:/{name}/{version}"))
+                 registry.serve_command(ctx.tracker.uri, f"models:/{name}/{version}"))
 
 
-def _end(ctx, status: str, error: str = None) -> None:
-    ctx.progress.close()
-    if error and ctx.run_id:
-        ctx.tracker.set_tags({"dlexp.error": error} if status == "FAILED" else {PRUNED_TAG: error})
-    try:
-        _close(ctx)
-    except Exception as e:  # the run's own end matters more than its log files
-        log.warning("could not upload the run's log files: %s", e)
-    ctx.tracker.end(status)
+def _end(ctx, status: str, reason: str = None) -> None:
+    """The one place a started run ends: each listener's ``end``, in order (the progress bar, the record,
+    the tracker last: the MLflow run is ``status`` once everything else is done)."""
+    for listener in ctx.listeners:
+        listener.end(status, reason)
+
+
+def _log_summary(final: dict) -> None:
+    """The run's last line but one, once the progress bar has closed: what fine-tuning reached."""
+    if names.BEST_VALID in final and names.EPOCHS in final:
+        epochs, seconds = final[names.EPOCHS], final.get(names.TRAIN_SECONDS, 0.0)
+        log.info("best valid error %.2f %% at iteration %d, test error %.2f %%, %d epochs in %.1f s (%.3f s/epoch)",
+                 100 * final[names.BEST_VALID], final[names.BEST_ITER], 100 * final[names.BEST_TEST], epochs,
+                 seconds, seconds / max(1, epochs))
 
 
 @contextlib.contextmanager
@@ -243,9 +266,7 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
             ctx.log_file("config.yaml", None)
             ctx.log_file("overrides.txt", None)
             yield ctx
-            ctx.progress.close()
             _register(ctx)
-            _close(ctx)
         except KeyboardInterrupt:
             _end(ctx, "KILLED")
             if ctx.run_id and ctx.state_file.exists():
@@ -257,16 +278,13 @@ def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
             raise
         except Diverged as e:
             message = f"{e} (model={run.model.name})"
-            if math.isfinite(e.best_valid_error):  # the best model before the divergence is kept
-                artifacts.save_checkpoint(out / artifacts.CHECKPOINT, run, prep.data, prep.model,
-                                          {"best_valid_error": e.best_valid_error, "test_error": e.test_error})
-                ctx.log_file(artifacts.CHECKPOINT, "checkpoint")
             _end(ctx, "FAILED", f"Diverged: {message}")
             raise Diverged(message) from None
         except BaseException as e:
             _end(ctx, "FAILED", f"{type(e).__name__}: {e}")
             raise
-        ctx.tracker.end("FINISHED")
+        _end(ctx, "FINISHED")
+        _log_summary(ctx.final)
         ctx.state_file.unlink(missing_ok=True)  # finished: nothing to resume
         with contextlib.suppress(OSError):
             ctx.state_file.parent.rmdir()  # and no empty state/ folder among the artifacts

@@ -14,8 +14,8 @@ import logging
 import tempfile
 from pathlib import Path
 
-from . import checkpoint
-from .config import ConfigError
+from .. import safe_pickle as checkpoint
+from ..config import ConfigError
 
 log = logging.getLogger("dlexp")
 
@@ -101,10 +101,10 @@ def save(path: Path, state: dict, run_id, params: dict) -> None:
     """The training state (tensors as numpy arrays), atomically: a kill mid-write keeps the previous one.
 
     ``saved_ms``: when (the metrics up to this state were flushed before): a resumed run's points logged
-    after it are the ones its replay logs again (:meth:`dlexp.tracking.Tracker.start`)."""
+    after it are the ones its replay logs again (:meth:`dlexp.tracking.tracker.Tracker.start`)."""
     import time
 
-    from .train.state import to_numpy
+    from ..train.state import to_numpy
 
     path.parent.mkdir(parents=True, exist_ok=True)
     checkpoint.save(path, {"format": FORMAT, "run_id": run_id, "params": comparable(params),

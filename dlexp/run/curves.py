@@ -7,7 +7,6 @@ puts every point at the position ``tracking.step`` counts: the epoch by default,
 size overlay in the MLflow UI's charts; timing metrics (``perf/``) sit on the same axis.
 """
 UNITS = ("epoch", "examples", "iteration")
-STEP_TAG = "dlexp.step"  # a run's tag: the unit its curves' steps count
 POSITION = ("epoch", "iteration", "examples")
 
 
@@ -16,7 +15,7 @@ class Curves:
     (the tracker, a sweep's pruner)."""
 
     def __init__(self, unit: str, targets: list):
-        from .metric_names import TRAINER
+        from ..metric_names import TRAINER
 
         self.unit, self.targets, self.names = unit, [t for t in targets if t is not None], TRAINER
 
@@ -25,3 +24,8 @@ class Curves:
         named = {self.names.get(k, k): v for k, v in metrics.items() if k not in POSITION}
         for target in self.targets:
             target(event, named, step)
+
+    def end(self, status: str, reason: str = None) -> None:
+        """The run ends: each target's own end (the tracker ends the MLflow run ``status``)."""
+        for target in self.targets:
+            target.end(status, reason)

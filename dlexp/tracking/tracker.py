@@ -16,7 +16,7 @@ error, as MLflow's own store does for database deadlocks; a failed write is
 rolled back, so a retry never records anything twice.
 
 The store itself (which URIs, a sqlite store built once under a lock) is
-:mod:`dlexp.store`.
+:mod:`dlexp.tracking.store`.
 """
 import collections
 import functools
@@ -153,8 +153,9 @@ class Tracker:
 
     def latest_unfinished(self, config_key: str):
         """The newest run of this experiment with tag dlexp.config_key = config_key not FINISHED, or None."""
-        runs = self.client.search_runs([self.experiment_id], f"tags.`dlexp.config_key` = '{config_key}'",
-                                       order_by=["attributes.start_time DESC"], max_results=50)
+        from .contract import runs_with_config_key
+
+        runs = runs_with_config_key(self.client, self.experiment_id, config_key, finished=False)
         return next((r for r in runs if r.info.status != "FINISHED"), None)
 
     def local_artifact_dir(self, run_id: str = None):
@@ -213,8 +214,14 @@ class Tracker:
     def log_artifact(self, path, artifact_path=None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
 
-    def end(self, status: str = "FINISHED") -> None:
+    def end(self, status: str = "FINISHED", reason: str = None) -> None:
+        """The run ends ``status``; ``reason``: why it FAILED (``dlexp.error``), or why a FINISHED run was
+        stopped early by its sweep's pruner (``dlexp.pruned``)."""
         try:
+            if reason:
+                from .contract import ERROR_TAG, PRUNED_TAG
+
+                self.set_tags({PRUNED_TAG if status == "FINISHED" else ERROR_TAG: reason})
             self.flush()
         finally:
             self.client.set_terminated(self.run_id, status)
