@@ -135,8 +135,8 @@ def main() -> None:
         if missing:
             fail(missing)
         import hydra
-        import hydra._internal.utils as hydra_utils
 
+        from . import private_api
         from .config import register_configs
         from .longlived import freeze_long_lived
         from .rundir import register_resolvers
@@ -144,7 +144,10 @@ def main() -> None:
         register_configs()
         register_resolvers()
         freeze_long_lived()  # Hydra, torch and dlexp's config, imported
-        hydra_utils.run_and_report = _one_line
+        try:
+            private_api.report_hydra_errors_with(_one_line)
+        except private_api.UnsupportedVersion as e:
+            fail(str(e))
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(_job)()
         _fail_if_all_jobs_failed()
     except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a started run is marked KILLED, a sweep's parent too

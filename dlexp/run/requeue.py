@@ -37,10 +37,12 @@ def _submitit_handler():
     """(the preemption signal, submitit's handler of it) in a submitit job, else (None, None)."""
     if "submitit" not in sys.modules:  # a submitit job has imported it before calling the job
         return None, None
-    from submitit.core.job_environment import JobEnvironment, SignalHandler
+    from submitit.core.job_environment import SignalHandler
+
+    from .. import private_api
 
     try:
-        sig = JobEnvironment._usr_sig()
+        sig = private_api.preemption_signal()
     except RuntimeError:  # an unknown $SUBMITIT_PREEMPT_SIGNAL: submitit itself says so
         return None, None
     handler = signal.getsignal(sig)
@@ -78,7 +80,9 @@ def _requeue() -> None:
     """submitit's handler, on the job with ``trainer.resume=auto``: it requeues the job and exits (SystemExit),
     or raises submitit's UncompletedJobError when the job may not be requeued (timed out too often)."""
     handler = _state["submitit"]
-    delayed = handler.__self__._delayed
+    from .. import private_api
+
+    delayed = private_api.delayed_job(handler)
     overrides = [o for o in delayed.args[0] if not o.lstrip("+").startswith("trainer.resume=")] + [RESUME]
     delayed.args = (overrides, *delayed.args[1:])
     log.warning("run stopped with its state saved; requeueing the job with %s", RESUME)

@@ -21,12 +21,12 @@ to joblib workers and submitit jobs by pickle: its class is importable there, it
 """
 import copy
 
-from hydra._internal.config_loader_impl import ConfigLoaderImpl
+from .. import private_api
 
 READY_MAX = 64  # job configs composed ahead and not yet asked for, kept at most (a big grid: the first ones)
 
 
-class FastSweepLoader(ConfigLoaderImpl):
+class FastSweepLoader(private_api.hydra_config_loader()):
     """Hydra's loader, composing a sweep's jobs from one base per set of config-group overrides."""
 
     def __getstate__(self):
@@ -47,7 +47,7 @@ class FastSweepLoader(ConfigLoaderImpl):
 
 def install(loader) -> None:
     """Give ``loader`` (this multirun's config loader) the fast ``load_sweep_config``."""
-    if type(loader) is ConfigLoaderImpl:
+    if type(loader) is private_api.hydra_config_loader():
         loader.__class__ = FastSweepLoader
 
 
@@ -87,7 +87,6 @@ def _parse(loader, overrides: list) -> list:
 
 def _compose(loader, master, sweep_overrides: list):
     """The job's config from its base, or None to let Hydra compose it."""
-    from hydra._internal.config_loader_impl import get_overrides_dirname
     from omegaconf import OmegaConf, open_dict
 
     hydra_overrides = list(OmegaConf.to_container(master.hydra.overrides.hydra))
@@ -99,16 +98,15 @@ def _compose(loader, master, sweep_overrides: list):
     bases = loader.__dict__.setdefault("_dlexp_bases", {})
     key = (tuple(hydra_overrides), groups)
     if key not in bases:
-        bases[key] = ConfigLoaderImpl.load_sweep_config(loader, master, list(groups))
+        bases[key] = private_api.hydra_config_loader().load_sweep_config(loader, master, list(groups))
     cfg = copy.deepcopy(bases[key])
-    ConfigLoaderImpl._apply_overrides_to_config([o for o in jobs if not _selects_group(loader, o)], cfg)
+    private_api.apply_overrides([o for o in jobs if not _selects_group(loader, o)], cfg)
     app = [o for o in parsed if not o.is_hydra_override()]
     with open_dict(cfg.hydra):
         cfg.hydra.overrides.hydra = [o.input_line for o in parsed if o.is_hydra_override()]
         cfg.hydra.overrides.task = [o.input_line for o in app]
         dirname = cfg.hydra.job.config.override_dirname
-        cfg.hydra.job.override_dirname = get_overrides_dirname(overrides=app, kv_sep=dirname.kv_sep,
-                                                               item_sep=dirname.item_sep,
-                                                               exclude_keys=dirname.exclude_keys)
+        cfg.hydra.job.override_dirname = private_api.overrides_dirname(app, dirname.kv_sep, dirname.item_sep,
+                                                                       dirname.exclude_keys)
     OmegaConf.copy_cache(from_config=master, to_config=cfg)
     return cfg

@@ -66,15 +66,14 @@ def _search_space_jobs(overrides) -> list:
 
 def _grid_jobs(overrides) -> list:
     """The basic sweeper's jobs, in its order (job numbers), as (job, None)."""
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
+    from .. import private_api
     from ..config import ConfigError
 
     for o in overrides:
         if o.is_sweep_override() and not o.is_discrete_sweep():
             raise ConfigError(f"{o.input_line}: the basic sweeper takes lists (a,b), choice() and range(); "
                               "an interval needs a sampler (hparams_search=optuna)")
-    return [(job, None) for job in BasicSweeper.split_arguments(overrides, None)[0]]
+    return [(job, None) for job in private_api.split_arguments(overrides)]
 
 
 def _hydra_error(e: BaseException):

@@ -231,9 +231,9 @@ def store_lock(path: Path, exclusive: bool):
 @functools.lru_cache(maxsize=1)
 def _schema():
     """(the tables MLflow's models define, the schema revision this MLflow writes)."""
-    from mlflow.store.db.utils import Base, _get_latest_schema_revision
+    from .. import private_api
 
-    return frozenset(Base.metadata.tables), _get_latest_schema_revision()
+    return private_api.mlflow_schema()
 
 
 def _count(con, query: str) -> int:

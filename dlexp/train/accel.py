@@ -15,6 +15,8 @@ import logging
 
 import torch
 
+from .. import private_api
+
 log = logging.getLogger("dlexp")
 
 
@@ -24,9 +26,10 @@ def compiled_step(step):
     names = {id(p): n for n, p in module.named_parameters(remove_duplicate=False)}
     keys = [names[id(p)] for p in params]
     device_type, acc = step.device.type, step.sums[0]
+    reparametrize = private_api.reparametrize()
 
     def loss_of(values, xb, yb):
-        with torch.nn.utils.stateless._reparametrize_module(module, dict(zip(keys, values))):
+        with reparametrize(module, dict(zip(keys, values))):
             if autocast is None:
                 return loss_fn(xb, yb)
             with torch.autocast(device_type=device_type, dtype=autocast):
