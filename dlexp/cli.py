@@ -152,6 +152,13 @@ def main() -> None:
         _fail_if_all_jobs_failed()
     except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a started run is marked KILLED, a sweep's parent too
         _stopped(str(e) or "interrupted")
+    except Exception as e:  # an error raised while a stop was being handled (e.g. inside an import) is the stop
+        from .interrupt import stop_behind
+
+        stop = stop_behind(e)
+        if stop is None:
+            raise
+        _stopped(str(stop) or "interrupted")
 
 
 def _stopped(why: str) -> None:

@@ -16,14 +16,18 @@ class OneLineParser(argparse.ArgumentParser):
 
 
 def _command(module: str, prog: str):
-    from .interrupt import install
+    from .interrupt import install, stop_behind
 
     install()  # SIGTERM is a Ctrl-C too, from the first line
     try:
         return importlib.import_module(module).main
+    except Exception as e:  # an error raised while the stop was handled inside the import is the stop
+        if stop_behind(e) is None:
+            raise
     except KeyboardInterrupt:
-        print(f"{prog}: stopped (interrupted)", file=sys.stderr)
-        sys.exit(130)
+        pass
+    print(f"{prog}: stopped (interrupted)", file=sys.stderr)
+    sys.exit(130)
 
 
 def predict() -> None:

@@ -37,6 +37,19 @@ def install() -> None:
                 signal.signal(sig, _on_signal)
 
 
+def stop_behind(e: BaseException):
+    """The Ctrl-C / SIGTERM behind exception ``e``, or None: a signal that lands inside Python's import
+    machinery can leave it to raise another error (a KeyError from the module lock) while handling the
+    KeyboardInterrupt; that error is the stop, not a failure of its own."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def wait_for(still_busy) -> None:
     """Register ``still_busy()`` (True while something must be waited for) for the first signal's wait."""
     _state["waiters"].append(still_busy)

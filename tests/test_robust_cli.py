@@ -109,6 +109,24 @@ def test_signal_inside_code_run_from_a_string_still_exits_130(tmp_path):
     assert r.returncode == 130, r.stderr[-2000:]
 
 
+def test_an_error_raised_while_a_stop_is_handled_is_the_stop(tmp_path):
+    """A SIGTERM landing in Python's import lock can make importlib raise a KeyError while it handles the
+    KeyboardInterrupt (seen on CI: a traceback and exit 1); the command still stops in one line, exit 130."""
+    code = ("import os, signal, sys, time\n"
+            "import dlexp.sweep.optuna_setup as o\n"
+            "def broken(argv):\n"
+            "    try:\n"
+            "        os.kill(os.getpid(), signal.SIGTERM); time.sleep(30)\n"
+            "    except KeyboardInterrupt:\n"
+            "        raise KeyError(140174046296960)\n"
+            "o.missing_sweeper = broken\n"
+            "sys.argv = ['dlexp', 'dataset=digits']\n"
+            "from dlexp.cli import main\n"
+            "main()\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 130 and r.stderr.strip() == "dlexp: stopped (signal SIGTERM)", r.stderr[-2000:]
+
+
 def test_written_files_get_the_umask_mode(tmp_path):
     r = _cli(tmp_path, "dataset=digits", "trainer.max_epochs=2", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     assert r.returncode == 0, r.stderr[-2000:]

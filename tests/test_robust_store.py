@@ -330,7 +330,7 @@ def test_read_only_store_is_one_line(tmp_path, complete_store, with_db):
 LOG_INPUTS_AT_ONCE = r"""
 import sys, time
 from pathlib import Path
-from dlexp import lineage
+from dlexp.tracking import lineage
 from dlexp.config import DatasetConfig
 from dlexp.data import load_dataset
 from dlexp.tracking.tracker import Tracker
