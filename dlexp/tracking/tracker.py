@@ -29,6 +29,7 @@ from pathlib import Path
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .contract import ERROR_TAG, PRUNED_TAG, runs_with_config_key
 from .store import artifact_root, check_existing, check_uri, prepare_store, resolve_uri
 
 log = logging.getLogger("dlexp")
@@ -153,8 +154,6 @@ class Tracker:
 
     def latest_unfinished(self, config_key: str):
         """The newest run of this experiment with tag dlexp.config_key = config_key not FINISHED, or None."""
-        from .contract import runs_with_config_key
-
         runs = runs_with_config_key(self.client, self.experiment_id, config_key, finished=False)
         return next((r for r in runs if r.info.status != "FINISHED"), None)
 
@@ -219,8 +218,6 @@ class Tracker:
         stopped early by its sweep's pruner (``dlexp.pruned``)."""
         try:
             if reason:
-                from .contract import ERROR_TAG, PRUNED_TAG
-
                 self.set_tags({PRUNED_TAG if status == "FINISHED" else ERROR_TAG: reason})
             self.flush()
         finally:
