@@ -53,7 +53,8 @@ FASHION_WORDS = (f"Fashion-MNIST is harder than MNIST, so its errors are several
                  f"figures; its published baselines ({FASHION_BASELINE}) are the fairer comparison. The tutorials' "
                  f"own MNIST: bench/FIDELITY_MNIST.md.")
 MNIST_WORDS = ("The data is the tutorials' own `mnist.pkl.gz` (`dlexp-data mnist` fetches it, sha256-verified): "
-               "the tutorials' published figures are the reference. The Fashion-MNIST runs: bench/FIDELITY.md.")
+               "the tutorials' published figures are the reference. The Fashion-MNIST runs: bench/FIDELITY.md. Seed 1's "
+               "dA filters and RBM samples are kept in docs/mnist/ (README shows them).")
 SPLITS = {"fashion_mnist": "50,000 train / 10,000 valid / 10,000 test, the tutorials' MNIST split",
           "mnist": "50,000 / 10,000 / 10,000, the tutorials' split", "digits": "scikit-learn's 8x8 digits, "
           "1,297 / 250 / 250: a stand-in for checking the script, not comparable with any figure below"}
@@ -409,13 +410,17 @@ def wall_text(row: dict) -> str:
 
 
 def image_link(run, image: str, report_dir: Path) -> str:
-    """A Markdown link to the run's image artifact, relative to the report when the store is local."""
+    """A Markdown link to the run's image artifact, relative to the report; its name only for a report in the
+    repository whose store is outside it (such a link would be broken for the repository's readers; the run's id
+    finds the image in the store)."""
     parsed = urlparse(run.info.artifact_uri)
     if parsed.scheme not in ("", "file"):
         return f"`{run.info.artifact_uri}/images/{image}`"
     path = Path(unquote(parsed.path)) / "images" / image
     if not path.exists():
         return f"{image} (missing)"
+    if report_dir.resolve().is_relative_to(REPO) and not path.resolve().is_relative_to(REPO):
+        return f"{image} (in the store)"
     return f"[{image}]({os.path.relpath(path, report_dir)})"
 
 
@@ -655,8 +660,10 @@ def write_report(out: Path, store: str, dataset: str, quick: bool, selected: lis
     """FIDELITY.md from the store: the summary table, a section a protocol, how to run it."""
     runs = stored_runs(store)
     collected = collect(PROTOCOLS, runs, dataset, quick)
-    # the default protocols, those asked for, and any other (sda_full, dbn_full) with a finished run in the store
-    shown = [p for p in PROTOCOLS if p.default or p in selected or collected[p.name][0]]
+    # the default protocols, those asked for, and any other (sda_full, dbn_full) with a finished run in the store;
+    # a variant never run is left out where its exact protocol was run
+    exact_run = {p.name for p in PROTOCOLS if collected.get(f"{p.name}_full", ([],))[0]}
+    shown = [p for p in PROTOCOLS if (p.default and p.name not in exact_run) or p in selected or collected[p.name][0]]
     report_dir = out.resolve().parent
     lines = header(quick, dataset, store, collected) + [
         "## Summary", "", SUMMARY_INTRO, "", SUMMARY_HEAD_MNIST if dataset == "mnist" else SUMMARY_HEAD]

@@ -5,6 +5,7 @@ without it (``apt-get install dataset-fashion-mnist``).
 """
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,19 @@ def test_report_is_read_back_from_the_store(quick):
         link = re.search(rf"\[filters\.png\]\(([^)]*{run.info.run_id}[^)]*)\)", report)
         assert link and (quick["out"].parent / link.group(1)).is_file()  # the filters image, linked
     assert "| lenet | 0 | not run yet |" in report  # unselected protocols are listed, not run
+
+
+def test_a_report_in_the_repository_links_no_image_outside_it(quick):
+    """A committed report whose store lies outside the repository names its images instead of linking them."""
+    out = REPO / "outputs" / f"fidelity-test-{os.getpid()}" / "FIDELITY.md"
+    result = fidelity("--quick", "--dataset", "digits", "--models", "logreg,mlp,da", "--report-only",
+                      "--store", quick["store"], "--out", str(out))
+    try:
+        report = out.read_text() if out.exists() else ""
+    finally:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert report.count("filters.png (in the store)") == 2 and "[filters.png](" not in report  # da0, da30
 
 
 def test_second_invocation_trains_nothing(quick):
