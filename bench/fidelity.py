@@ -608,7 +608,7 @@ def so_far(run, p: Protocol, store: str) -> str:
     from mlflow.tracking import MlflowClient
 
     m = run.data.metrics
-    best, test = m.get(names.TRAINER["best_valid_error"]), m.get(names.TRAINER["test_error"])
+    best, test = (names.get(m, names.TRAINER[k]) for k in ("best_valid_error", "test_error"))  # old names too
     if best is None or test is None:
         return ""
     epochs = len(MlflowClient(store).get_metric_history(run.info.run_id, names.VALID_ERROR))
@@ -702,8 +702,8 @@ def write_report(out: Path, store: str, dataset: str, quick: bool, selected: lis
     # the default protocols, those asked for, and any other (sda_full, dbn_full) with a run in the store; a variant
     # never run is left out where its exact protocol was run
     has_runs = {p.name for p in PROTOCOLS if collected[p.name][0] or collected[p.name][1]}
-    exact_run = {p.name for p in PROTOCOLS if f"{p.name}_full" in has_runs and p.name not in has_runs}
-    shown = [p for p in PROTOCOLS if (p.default or p in selected or p.name in has_runs) and p.name not in exact_run]
+    superseded = {p.name for p in PROTOCOLS if f"{p.name}_full" in has_runs and p.name not in has_runs}
+    shown = [p for p in PROTOCOLS if (p.default or p in selected or p.name in has_runs) and p.name not in superseded]
     report_dir = out.resolve().parent
     lines = header(quick, dataset, store, collected) + [
         "## Summary", "", SUMMARY_INTRO, "", SUMMARY_HEAD_MNIST if dataset == "mnist" else SUMMARY_HEAD]
