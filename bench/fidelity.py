@@ -724,6 +724,12 @@ def write_report(out: Path, store: str, dataset: str, quick: bool, selected: lis
 
 
 # ------------------------------------------------------------------ command line
+def refuse(message: str):
+    """A user's mistake: one line on stderr, exit 2, before any work starts."""
+    print(f"bench.fidelity: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 def select(models: str) -> list:
     """The protocols named by ``--models`` (aliases expanded), or the default ones."""
     if not models:
@@ -731,8 +737,7 @@ def select(models: str) -> list:
     names = [n for m in models.split(",") if m.strip() for n in ALIASES.get(m.strip(), (m.strip(),))]
     unknown = [n for n in names if n not in BY_NAME]
     if unknown:
-        raise SystemExit(f"bench.fidelity: error: unknown protocol {unknown[0]!r}: one of "
-                         f"{', '.join([*BY_NAME, *ALIASES])}")
+        refuse(f"unknown protocol {unknown[0]!r}: one of {', '.join([*BY_NAME, *ALIASES])}")
     return [BY_NAME[n] for n in dict.fromkeys(names)]
 
 
@@ -762,6 +767,8 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     store = absolute_store(args.store or str(REPO / "outputs" / ("fidelity-quick" if args.quick else "fidelity")
                                              / "mlflow.db"))
+    if args.report_only and store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
+        refuse(f"no store at {store[len('sqlite:///'):]}: --report-only reads an existing store (give --store)")
     failed = 0
     if not args.report_only:
         jobs = plan(protocols, seeds, args.dataset, args.quick, args.timing_only)

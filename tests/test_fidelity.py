@@ -112,7 +112,15 @@ def test_full_protocols_are_never_capped(tmp_path):
 
 def test_unknown_protocol_is_one_line(tmp_path):
     result = fidelity("--dry-run", "--models", "nope", "--store", f"sqlite:///{tmp_path}/f.db")
-    assert result.returncode != 0 and "unknown protocol 'nope'" in result.stderr
+    assert result.returncode == 2 and "unknown protocol 'nope'" in result.stderr
+
+
+def test_a_report_from_a_store_that_is_not_there_is_refused(tmp_path):
+    out = tmp_path / "FIDELITY.md"
+    result = fidelity("--report-only", "--store", str(tmp_path / "nope.db"), "--out", str(out))
+    assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
+    assert "no store at" in result.stderr and "nope.db" in result.stderr
+    assert not out.exists() and not (tmp_path / "nope.db").exists()  # no empty report, no empty store
 
 
 @pytest.mark.skipif(not FASHION.exists(), reason="apt-get install dataset-fashion-mnist")
