@@ -54,7 +54,7 @@ def children(store: str, parent) -> list:
 
 
 def child_states(db: Path) -> list:
-    """(run id, status, validations logged) of every sweep child in the sqlite store ``db``, read directly
+    """(run id, status, validations logged, output dir) of every sweep child in the sqlite store ``db``, read directly
     (read-only: a test watching a sweep never creates or migrates the store the sweep is building)."""
     import sqlite3
 
@@ -65,7 +65,8 @@ def child_states(db: Path) -> list:
         try:
             return con.execute(
                 "select r.run_uuid, r.status, (select count(*) from metrics m where m.run_uuid = r.run_uuid "
-                "and m.key = 'valid/error') from runs r join tags t on t.run_uuid = r.run_uuid "
+                "and m.key = 'valid/error'), (select value from tags o where o.run_uuid = r.run_uuid and "
+                "o.key = 'dlexp.output_dir') from runs r join tags t on t.run_uuid = r.run_uuid "
                 "where t.key = 'mlflow.parentRunId'").fetchall()
         finally:
             con.close()

@@ -251,7 +251,7 @@ def test_a_joblib_sweep_stopped_mid_training_leaves_no_run_or_worker(tmp_path, s
     store = store_of(tmp_path)
     overrides = (*LONG, "optimizer.lr=0.1,0.2,0.3", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2")
     proc = sweep_procs.start(tmp_path, store, *overrides, extra_env={"DLEXP_TRACKING_FLUSH_SECONDS": "0.05"})
-    _wait_for(lambda: any(status == "RUNNING" and n >= 5 for _, status, n in
+    _wait_for(lambda: any(status == "RUNNING" and n >= 5 for _, status, n, _ in
                           sweep_procs.child_states(tmp_path / "mlflow.db")), proc)
     workers = psutil.Process(proc.pid).children(recursive=True)
     assert len(workers) >= 2

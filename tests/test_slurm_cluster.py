@@ -171,32 +171,12 @@ def _preempt_job_0_mid_training(tmp_path, proc, env) -> str:
             job = _job_of(sweep_dir, 0)
             output_dir = str((sweep_dir / "0").resolve())
             if job and any(status == "RUNNING" and 5 <= n <= 120 and out == output_dir
-                           for _, status, n, out in _child_states(tmp_path / "mlflow.db")):
+                           for _, status, n, out in sweep_procs.child_states(tmp_path / "mlflow.db")):
                 subprocess.run(["scancel", "--signal=USR2", job], env=env, check=True, timeout=30)
                 return job
         time.sleep(0.05)
     raise AssertionError("job 0 never trained long enough to be preempted:\n"
                          + (tmp_path / "sweep.log").read_text()[-3000:])
-
-
-def _child_states(db: Path) -> list:
-    """(run id, status, validations logged, output dir) of the sweep's children, read-only."""
-    import sqlite3
-
-    if not db.exists():
-        return []
-    try:
-        con = sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True, timeout=5)
-        try:
-            return con.execute(
-                "select r.run_uuid, r.status, (select count(*) from metrics m where m.run_uuid = r.run_uuid and "
-                "m.key = 'valid/error'), (select value from tags o where o.run_uuid = r.run_uuid and "
-                "o.key = 'dlexp.output_dir') from runs r join tags t on t.run_uuid = r.run_uuid "
-                "where t.key = 'mlflow.parentRunId'").fetchall()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return []
 
 
 def test_a_preempted_slurm_job_is_requeued_and_ends_as_if_never_stopped(cluster, tmp_path):
@@ -243,7 +223,7 @@ def test_a_slurm_sweep_stopped_cancels_its_jobs_and_leaves_no_run_running(cluste
     proc = sweep_procs.start(tmp_path, store, *overrides, extra_env=env)
     try:
         deadline = time.monotonic() + 180
-        while not any(status == "RUNNING" and n >= 5 for _, status, n, _ in _child_states(tmp_path / "mlflow.db")):
+        while not any(status == "RUNNING" and n >= 5 for _, status, n, _ in sweep_procs.child_states(tmp_path / "mlflow.db")):
             assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "sweep.log").read_text()[-3000:]
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)

@@ -50,7 +50,7 @@ def test_preempted_job_is_requeued_and_ends_as_if_never_stopped(tmp_path):
     deadline, signalled = time.monotonic() + 300, []
     while time.monotonic() < deadline and proc.poll() is None and not signalled:
         # in the middle of training: some validations (one an epoch) logged, most to come
-        if any(status == "RUNNING" and 5 <= n <= 150 for _, status, n in sweep_procs.child_states(store_file)):
+        if any(status == "RUNNING" and 5 <= n <= 150 for _, status, n, _ in sweep_procs.child_states(store_file)):
             for sweep_dir in (tmp_path / "outputs" / "multirun").glob("*/*"):
                 for pid in _tasks(sweep_dir):
                     os.kill(pid, signal.SIGUSR2)  # what SLURM sends before a preemption or the time limit

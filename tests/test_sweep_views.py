@@ -227,7 +227,7 @@ def test_an_interrupted_sweep_is_finished_by_running_it_again(tmp_path):
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None:  # stop it once 2 jobs are done and a third trains
         states = sweep_procs.child_states(tmp_path / "mlflow.db")
-        if [s for _, s, _ in states].count("FINISHED") == 2 and any(s == "RUNNING" and n for _, s, n in states):
+        if [s for _, s, *_ in states].count("FINISHED") == 2 and any(s == "RUNNING" and n for _, s, n, _ in states):
             proc.send_signal(signal.SIGTERM)
             break
         time.sleep(0.2)
