@@ -236,7 +236,7 @@ def render(meta: dict, rows: list, extras) -> str:
             lines.append(f"| MLflow | logging on / off <= 1.05 (training time) | {ratio:.3f} | "
                          f"{'yes' if ratio <= 1.05 else 'no'} | |")
         lines += _original_and_profile(rows, original)
-        lines += _extras(extras, rows)
+        lines += _extras(extras)
     else:
         lines += _original_and_profile(rows, original)
 
@@ -297,8 +297,7 @@ def _original_and_profile(rows, original: bool) -> list:
     return lines
 
 
-def _extras(extras, rows) -> list:
-    by_key = {r["key"]: r for r in rows}
+def _extras(extras) -> list:
     lines = []
     if extras.get("compile"):
         lines += ["", "## torch.compile (`trainer.compile=true`)", "",

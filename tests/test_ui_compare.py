@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace as NS
 
-import pytest
 from mlflow.tracking import MlflowClient
 
 import sweep_procs
