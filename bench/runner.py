@@ -73,7 +73,6 @@ def measure_protocol(p, base: dict, lightning: bool, n_rounds: int, original: bo
     row["errors"] = {k: r["error"] for k, rs in res.items() for r in rs[:1] if "error" in r}
     ok = {k: [r for r in rs if "error" not in r] for k, rs in res.items()}
     row["data"] = next((r.get("data") for rs in ok.values() for r in rs if r.get("data")), None)
-    steps = p.rows // p.batch_size
     ds, dfor = best_epoch(*ok["dlexp"])
     us, ufor = best_epoch(*ok["plain"])
     if ds:
@@ -89,33 +88,9 @@ def measure_protocol(p, base: dict, lightning: bool, n_rounds: int, original: bo
     if ds and us:
         row["speedup"] = row["plain_s"] / row["dlexp_s"]
     if ok["gemm"]:
-        g = ok["gemm"][0]
-        step_s = min(r["step_seconds"] for r in ok["gemm"])
-        valid_s = min(r["valid_seconds"] for r in ok["gemm"])
-        flops = steps * g["step_flops"] + g["valid_flops"]
-        bound = steps * step_s + valid_s
-        row["gflop_per_epoch"] = flops * p.scale / 1e9
-        row["bound_s"] = bound * p.scale
-        row["dense_shapes"] = g.get("shapes")
-        if us:
-            row["max_speedup"] = us / bound
-        if ds:
-            row["gflops"] = flops / ds / 1e9
-            row["bound_ratio"] = bound / ds
-    if original and ok.get("ordered"):
-        s_, f_ = best_epoch(*ok["ordered"])
-        if s_:
-            row["ordered_s"], row["ordered_foreign"] = s_ * p.scale, f_
-    if original and ok.get("original"):
-        os_, ofor = best_epoch(*ok["original"])
-        mine = row.get("ordered_s") if p.supervised else row.get("dlexp_s")
-        if os_:
-            row["original_s"] = os_ * p.scale
-            row["original_foreign"] = ofor
-            row["original_epochs"] = [r["epochs"] for r in ok["original"]]
-            if mine:
-                row["vs_original"] = row["original_s"] / mine
-                row["bound_ratio_vs"] = row["bound_s"] / mine if row.get("bound_s") else None
+        row.update(_dense_bound(ok["gemm"], p, us, ds))
+    if original:
+        row.update(_against_original(ok, p, row))
     profiles = [q for q in (worker({**task, "kind": "profile"}) for _ in range(2)) if "error" not in q]
     if profiles:  # the faster of two processes (one may land on a slow spell of the machine)
         row["profile"] = min(profiles, key=lambda q: q["step_ms"])
@@ -127,75 +102,106 @@ def measure_protocol(p, base: dict, lightning: bool, n_rounds: int, original: bo
     return row
 
 
-def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
-    threads = base.get("threads")
-    extras = {"compile": [], "chunk": [], "mlflow": None}
-    # torch.compile of the step, against the eager step in the same rounds; compile time = first epoch - steady
-    for key in ("logreg", "mlp", "lenet"):
-        if key not in ps:
-            continue
+def _dense_bound(gemm: list, p, us, ds) -> dict:
+    """The dense-op bound of an epoch (every matrix product of its steps and its validation, replayed back to
+    back), its FLOPs, and how near the plain loop (``us``) and dlexp (``ds``) come to it."""
+    g, steps = gemm[0], p.rows // p.batch_size
+    step_s = min(r["step_seconds"] for r in gemm)
+    valid_s = min(r["valid_seconds"] for r in gemm)
+    flops = steps * g["step_flops"] + g["valid_flops"]
+    bound = steps * step_s + valid_s
+    out = {"gflop_per_epoch": flops * p.scale / 1e9, "bound_s": bound * p.scale, "dense_shapes": g.get("shapes")}
+    if us:
+        out["max_speedup"] = us / bound
+    if ds:
+        out["gflops"], out["bound_ratio"] = flops / ds / 1e9, bound / ds
+    return out
+
+
+def _against_original(ok: dict, p, row: dict) -> dict:
+    """The original code's epoch against dlexp's in the same order (minibatches in order for the supervised
+    protocols, as the tutorials take them)."""
+    out = {}
+    if ok.get("ordered"):
+        s_, f_ = best_epoch(*ok["ordered"])
+        if s_:
+            out["ordered_s"], out["ordered_foreign"] = s_ * p.scale, f_
+    os_, ofor = best_epoch(*ok["original"]) if ok.get("original") else (None, None)
+    mine = out.get("ordered_s") if p.supervised else row.get("dlexp_s")
+    if os_:
+        out.update(original_s=os_ * p.scale, original_foreign=ofor,
+                   original_epochs=[r["epochs"] for r in ok["original"]])
+        if mine:
+            out["vs_original"] = out["original_s"] / mine
+            out["bound_ratio_vs"] = row["bound_s"] / mine if row.get("bound_s") else None
+    return out
+
+
+def _pair(base: dict, key: str, first: tuple, second: tuple, n_rounds: int) -> tuple:
+    """One protocol's dlexp run two ways (each a (name, task changes) pair) in the same alternating rounds:
+    (the first's fastest epoch, the second's, the second's foreign load, the second's error), seconds unscaled."""
+    res = rounds({name: {**base, "protocol": key, "kind": "dlexp", **change} for name, change in (first, second)},
+                 n_rounds)
+    a, _ = best_epoch(*[r for r in res[first[0]] if "error" not in r])
+    b, f = best_epoch(*[r for r in res[second[0]] if "error" not in r])
+    return a, b, f, next((r["error"] for r in res[second[0]] if "error" in r), None), res
+
+
+def _scaled(p, seconds):
+    return seconds * p.scale if seconds else None
+
+
+ABLATIONS = (("logreg", "closed-form step (vs autograd)", {"ablate": ["closed_form"]}),
+             ("mlp", "closed-form step (vs autograd)", {"ablate": ["closed_form"]}),
+             ("da", "closed-form step (vs autograd)", {"ablate": ["closed_form"]}),
+             ("rbm", "closed-form step (vs autograd)", {"ablate": ["closed_form"]}),
+             ("sda", "closed-form step (vs autograd)", {"ablate": ["closed_form"]}),
+             ("rbm", "CPU Bernoulli as rand_like < p (vs torch.bernoulli)", {"ablate": ["cpu_bernoulli"]}),
+             ("sda", "few-row Outer terms stacked in one GEMM (vs one each)", {"ablate": ["stacked_outer"]}),
+             ("lenet", "conv weights channels_last", {"ablate": ["channels_last"]}),
+             ("mlp", "one thread a core (vs 1 thread)", {"threads": 1}),
+             ("logreg", "one thread a core (vs 1 thread)", {"threads": 1}))
+
+
+def measure_variants(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
+    """The trainer's options against its default, in the same rounds: torch.compile (compile time = first
+    epoch - steady), dataset.device_chunk (50 minibatches resident, refilled), bf16 on CUDA, and the ablation
+    of each technique (one off at a time)."""
+    extras = {"compile": [], "chunk": [], "ablation": []}
+    for key in (k for k in ("logreg", "mlp", "lenet") if k in ps):
         p = ps[key]
-        res = rounds({"eager": {**base, "protocol": key, "kind": "dlexp"},
-                      "compiled": {**base, "protocol": key, "kind": "dlexp", "compile": True}}, n_rounds)
-        e, _ = best_epoch(*[r for r in res["eager"] if "error" not in r])
-        c, cf = best_epoch(*[r for r in res["compiled"] if "error" not in r])
+        e, c, cf, err, res = _pair(base, key, ("eager", {}), ("compiled", {"compile": True}), n_rounds)
         firsts = [r["epochs"][0][0] for r in res["compiled"] if r.get("epochs")]
-        extras["compile"].append({"key": key, "title": p.title, "eager": e * p.scale if e else None,
-                                  "seconds": c * p.scale if c else None, "foreign": cf,
-                                  "compile_s": max(firsts) - c if (firsts and c) else None,
-                                  "error": next((r["error"] for r in res["compiled"] if "error" in r), None)})
-    # dataset.device_chunk: a resident chunk of 50 minibatches, refilled, against full residency
-    for key in ("logreg", "mlp", "da"):
-        if key not in ps:
+        extras["compile"].append({"key": key, "title": p.title, "eager": _scaled(p, e), "seconds": _scaled(p, c),
+                                  "foreign": cf, "compile_s": max(firsts) - c if (firsts and c) else None,
+                                  "error": err})
+    for key in (k for k in ("logreg", "mlp", "da") if k in ps):
+        p, chunk = ps[key], 50 * ps[key].batch_size
+        full, s, f, err, _ = _pair(base, key, ("resident", {}), ("chunked", {"chunk": chunk}), n_rounds)
+        extras["chunk"].append({"key": key, "title": p.title, "chunk": chunk, "resident": _scaled(p, full),
+                                "seconds": _scaled(p, s), "foreign": f, "error": err})
+    for key in (k for k in ("mlp", "lenet") if k in ps and device.startswith("cuda")):
+        p = ps[key]
+        e, s, f, _, _ = _pair(base, key, ("fp32", {}), ("bf16", {"precision": "bf16"}), n_rounds)
+        extras.setdefault("bf16", []).append({"key": key, "title": p.title, "fp32": _scaled(p, e),
+                                              "seconds": _scaled(p, s), "foreign": f})
+    for key, name, change in ABLATIONS:
+        if key not in ps or (base.get("threads") and "threads" in change):
             continue
         p = ps[key]
-        chunk = 50 * p.batch_size
-        res = rounds({"resident": {**base, "protocol": key, "kind": "dlexp"},
-                      "chunked": {**base, "protocol": key, "kind": "dlexp", "chunk": chunk}}, n_rounds)
-        full, _ = best_epoch(*[r for r in res["resident"] if "error" not in r])
-        s, f = best_epoch(*[r for r in res["chunked"] if "error" not in r])
-        extras["chunk"].append({"key": key, "title": p.title, "chunk": chunk, "resident": full * p.scale if full else None,
-                                "seconds": s * p.scale if s else None, "foreign": f,
-                                "error": next((r["error"] for r in res["chunked"] if "error" in r), None)})
-    if device.startswith("cuda"):
-        for key in ("mlp", "lenet"):
-            if key in ps:
-                p = ps[key]
-                res = rounds({"fp32": {**base, "protocol": key, "kind": "dlexp"},
-                              "bf16": {**base, "protocol": key, "kind": "dlexp", "precision": "bf16"}}, n_rounds)
-                e, _ = best_epoch(*[r for r in res["fp32"] if "error" not in r])
-                s, f = best_epoch(*[r for r in res["bf16"] if "error" not in r])
-                extras.setdefault("bf16", []).append({"key": key, "title": p.title, "fp32": e * p.scale if e else None,
-                                                      "seconds": s * p.scale if s else None, "foreign": f})
-    # ablation: one technique off at a time, against the default trainer in the same rounds
-    extras["ablation"] = []
-    closed = "closed-form step (vs autograd)"
-    for key, name, change in (("logreg", closed, {"ablate": ["closed_form"]}),
-                              ("mlp", closed, {"ablate": ["closed_form"]}),
-                              ("da", closed, {"ablate": ["closed_form"]}),
-                              ("rbm", closed, {"ablate": ["closed_form"]}),
-                              ("sda", closed, {"ablate": ["closed_form"]}),
-                              ("rbm", "CPU Bernoulli as rand_like < p (vs torch.bernoulli)",
-                               {"ablate": ["cpu_bernoulli"]}),
-                              ("sda", "few-row Outer terms stacked in one GEMM (vs one each)",
-                               {"ablate": ["stacked_outer"]}),
-                              ("lenet", "conv weights channels_last", {"ablate": ["channels_last"]}),
-                              ("mlp", "one thread a core (vs 1 thread)", {"threads": 1}),
-                              ("logreg", "one thread a core (vs 1 thread)", {"threads": 1})):
-        if key not in ps or (threads and "threads" in change):
-            continue
-        p = ps[key]
-        res = rounds({"on": {**base, "protocol": key, "kind": "dlexp"},
-                      "off": {**base, "protocol": key, "kind": "dlexp", **change}}, n_rounds)
-        on, _ = best_epoch(*[r for r in res["on"] if "error" not in r])
-        off, f = best_epoch(*[r for r in res["off"] if "error" not in r])
-        extras["ablation"].append({"title": p.title, "technique": name, "on": on * p.scale if on else None,
-                                   "off": off * p.scale if off else None,
-                                   "error": next((r["error"] for r in res["off"] if "error" in r), None)})
-    # MLflow on vs off: the whole CLI run (run_experiment), logreg b600: the most validations per second
+        on, off, _, err, _ = _pair(base, key, ("on", {}), ("off", change), n_rounds)
+        extras["ablation"].append({"title": p.title, "technique": name, "on": _scaled(p, on),
+                                   "off": _scaled(p, off), "error": err})
+    return extras
+
+
+def measure_mlflow(base: dict, device: str) -> dict:
+    """MLflow on vs off: the whole CLI run (run_experiment), logreg b600 (the most validations a second); on
+    digits where the data set is not installed."""
     data_name = base.get("data", "fashion_mnist")
     if data_name == "random":
         data_name = "fashion_mnist"
+    threads = base.get("threads")
     overrides = ["model=logreg", f"dataset={data_name}", "dataset.download=false", "optimizer.batch_size=600",
                  "optimizer.lr=0.13", "early_stopping=none", "trainer.max_epochs=100", "trainer.shuffle=true"]
     if threads:
@@ -207,11 +213,16 @@ def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
         overrides[6] = "trainer.max_epochs=2000"
     runs = {}
     tasks = {t: {"kind": "mlflow", "device": device, "overrides": overrides, "tracking": t} for t in (True, False)}
-    res = rounds(tasks, 2)
-    for t, rs in res.items():
+    for t, rs in rounds(tasks, 2).items():
         good = [r for r in rs if "error" not in r]
         runs[t] = min(good, key=lambda r: r["train_seconds"]) if good else rs[0]
-    extras["mlflow"] = {"on": runs.get(True), "off": runs.get(False), "overrides": overrides}
+    return {"on": runs.get(True), "off": runs.get(False), "overrides": overrides}
+
+
+def measure_extras(ps: dict, base: dict, device: str, n_rounds: int) -> dict:
+    """The extra tables: the trainer's variants, MLflow's overhead and, on a CPU, a sweep's overhead a job."""
+    extras = measure_variants(ps, base, device, n_rounds)
+    extras["mlflow"] = measure_mlflow(base, device)
     if device == "cpu":  # issue 13: what a serial in-process sweep costs a job beyond its training
         from . import sweep_overhead
 
