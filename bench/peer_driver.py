@@ -54,22 +54,18 @@ class StopPeer(Exception):
 STOP = {"rbm": re.compile(r"^Training took"), "sda": re.compile(r"^Pre-training layer 1,")}
 
 
-def main(argv):
-    seedcode, model, epochs, dataset = argv[0], argv[1], int(argv[2]), os.path.abspath(argv[3])
-    sda_py = argv[4] if len(argv) > 4 else None
-    sys.path.insert(0, seedcode)
-    import harness  # puts the peer's tutorials/ and shim/ on sys.path
-
-    if sda_py:
-        sys.path.insert(0, os.path.dirname(os.path.abspath(sda_py)))
-        patched = tempfile.mkdtemp(prefix="peer-sda-")
-        with open(os.path.join(seedcode, "tutorials", "dA.py")) as f:
-            text = f.read()
-        for name in ("W", "bvis", "bhid"):
-            text = text.replace(f"if not {name}:", f"if {name} is None:  # (Theano: bool(var) was True)")
-        with open(os.path.join(patched, "dA.py"), "w") as f:
-            f.write(text)
-        sys.path.insert(0, patched)
+def _patch_sda(harness, seedcode: str, sda_py: str) -> None:
+    """SdA.py from SDA_PY, with the peer's dA.py made to take its layers' shared W and b (``if W is None``), its
+    layer-0 pretraining registered as the model ``sda``, timed from its "Pre-training layer 0" lines."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(sda_py)))
+    patched = tempfile.mkdtemp(prefix="peer-sda-")
+    with open(os.path.join(seedcode, "tutorials", "dA.py")) as f:
+        text = f.read()
+    for name in ("W", "bvis", "bhid"):
+        text = text.replace(f"if not {name}:", f"if {name} is None:  # (Theano: bool(var) was True)")
+    with open(os.path.join(patched, "dA.py"), "w") as f:
+        f.write(text)
+    sys.path.insert(0, patched)
 
     def run_sda(n_epochs, data):
         import SdA
@@ -78,10 +74,13 @@ def main(argv):
                      dataset=data, batch_size=1)
 
     harness.MODELS["sda"] = run_sda
-    if model == "sda":
-        harness.RE_COST = re.compile(r"^Pre-training layer 0, epoch (\d+), cost\s+([-0-9.eE+naif]+)")
+    harness.RE_COST = re.compile(r"^Pre-training layer 0, epoch (\d+), cost\s+([-0-9.eE+naif]+)")
 
-    samples = {}  # time stamp -> (system busy ticks, own ticks)
+
+def _run_tutorial(harness, model: str, epochs: int, dataset: str) -> dict:
+    """The tutorial run unchanged, its output time-stamped by the harness and cut short once the timed
+    epochs are over; {time stamp: (system busy ticks, own ticks)} sampled at each stamp."""
+    samples = {}
     clock = harness.now
 
     def now():
@@ -101,7 +100,6 @@ def main(argv):
 
     os.chdir(tempfile.mkdtemp(prefix=f"peer-{model}-"))
     import theano
-    import pytensor
 
     harness.install_function_wrapper(theano)
     if model == "sda":
@@ -120,8 +118,12 @@ def main(argv):
     finally:
         sys.stdout.flush()
         sys.stdout, sys.stderr = real_out, real_err
-    phases, final, _ = harness.analyse(harness.EVENTS)
-    head = phases[-1]["epochs"] if phases else []
+    return samples
+
+
+def _epochs(head: list, samples: dict) -> list:
+    """[seconds, foreign load] of each epoch: the CPU time other processes took between its two stamps, as a
+    share of the machine's CPUs over the epoch."""
     tick = os.sysconf("SC_CLK_TCK")
     try:
         ncpu = len(os.sched_getaffinity(0))
@@ -134,12 +136,29 @@ def main(argv):
         if a and b and None not in a + b and e["seconds"]:
             foreign = max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / (tick * ncpu * e["seconds"]))
         out.append([e["seconds"], foreign])
-    info = {"epochs": out, "errors": [{k: v for k, v in e.items() if k.endswith("_pct") or k == "cost"}
-                                      for e in head],
+    return out
+
+
+def main(argv):
+    seedcode, model, epochs, dataset = argv[0], argv[1], int(argv[2]), os.path.abspath(argv[3])
+    sda_py = argv[4] if len(argv) > 4 else None
+    sys.path.insert(0, seedcode)
+    import harness  # puts the peer's tutorials/ and shim/ on sys.path
+
+    if sda_py:
+        _patch_sda(harness, seedcode, sda_py)
+    samples = _run_tutorial(harness, model, epochs, dataset)
+    import pytensor
+    import theano
+
+    phases, final, _ = harness.analyse(harness.EVENTS)
+    head = phases[-1]["epochs"] if phases else []
+    info = {"epochs": _epochs(head, samples),
+            "errors": [{k: v for k, v in e.items() if k.endswith("_pct") or k == "cost"} for e in head],
             "train_step_seconds": [e["train_step_seconds"] for e in head], "pytensor": pytensor.__version__,
             "linker": theano.config.linker, "floatX": theano.config.floatX, "final": final}
-    real_out.write("\nPEER-EPOCHS " + json.dumps(info) + "\n")
-    real_out.flush()
+    sys.stdout.write("\nPEER-EPOCHS " + json.dumps(info) + "\n")
+    sys.stdout.flush()
     return 0
 
 
