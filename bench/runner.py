@@ -139,7 +139,8 @@ def _against_original(ok: dict, p, row: dict) -> dict:
 
 def _pair(base: dict, key: str, first: tuple, second: tuple, n_rounds: int) -> tuple:
     """One protocol's dlexp run two ways (each a (name, task changes) pair) in the same alternating rounds:
-    (the first's fastest epoch, the second's, the second's foreign load, the second's error), seconds unscaled."""
+    (the first's fastest epoch, the second's, the second's foreign load, the second's error, every result by
+    name), seconds unscaled."""
     res = rounds({name: {**base, "protocol": key, "kind": "dlexp", **change} for name, change in (first, second)},
                  n_rounds)
     a, _ = best_epoch(*[r for r in res[first[0]] if "error" not in r])
