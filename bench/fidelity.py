@@ -99,6 +99,7 @@ PATIENCE = ("the patience rule: stop at iteration max({p}{least}, 2 x the iterat
             "improvement), validating once an epoch")
 STACK_BASELINE = "none published; the MLP's is 12.9 %"
 SDA_TUTORIAL = "1.30 % (valid 1.39 %, 36 epochs)"  # SdA.txt: "completed after 36 epochs ... 1.39% ... 1.3%"
+DBN_TUTORIAL = "1.34 % (valid 1.27 %, 46 epochs)"  # DBN.txt: "validation error of 1.27 ... test error of 1.34"
 PROTOCOLS = (
     Protocol("logreg", "logistic regression, MSGD (logistic_sgd.py)", "supervised", ("experiment=tutorial_logreg",),
              "zero-initialised softmax regression, MSGD lr 0.13, batch 600, no shuffling, "
@@ -140,8 +141,9 @@ PROTOCOLS = (
                    "error stops improving at about epoch 150 of 200 (the patience rule keeps it to 200).",
              mnist_notes="the tutorial's page: best valid 0.91 % at iteration 17,800 (epoch 178), test 0.92 %. "
                          "Seed 1 here found its best (0.89 %) at epoch 85, so the patience rule (2 x 8,500 "
-                         "iterations) stopped it at 170; its test error, 0.87 %, is 5 examples of 10,000 below the "
-                         "tutorial's.",
+                         "iterations) stopped it at 170; seed 2 its best (1.06 %) at epoch 73, stopped at 146. Their "
+                         "validation errors lie either side of the tutorial's 0.91 %; their test errors, 0.87 % and "
+                         "0.91 %, are 5 and 1 examples of 10,000 below the tutorial's 0.92 %.",
              digits=("model.filter_size=3", "model.pool_size=1")),
     Protocol("da0", "denoising autoencoder, corruption 0 (dA.py)", "unsupervised",
              ("experiment=tutorial_da", "model.corruption_level=0.0"),
@@ -179,15 +181,15 @@ PROTOCOLS = (
                          "stopped after the same 36 epochs (its best at iteration 900,000, epoch 18; the patience "
                          "rule doubles that), best valid 1.40 %, one example of 10,000 from the tutorial's; its "
                          "test error, 1.49 %, is the best-validation model's and moves more between seeds than "
-                         "the validation error does. Seed 2 kept improving: a best at epoch 40 moved its end to epoch "
-                         "80; it was stopped at epoch 42 at valid 1.39 %, test 1.28 % (the tutorial's figures, but "
-                         "not yet a result) and is continued by the command below. ~20 min pretraining and ~70 s a "
+                         "the validation error does. Seed 2 kept improving by single examples (each more than the "
+                         "rule's 0.5 % at this error level) up to epoch 61, so it ran 122 epochs: best valid 1.35 %, "
+                         "test 1.30 %, the tutorial's test error exactly. ~20 min pretraining and 50-70 s a "
                          "fine-tuning epoch on one thread, the other core busy."),
     Protocol("dbn", "deep belief network (DBN.py), 10 pretraining epochs a layer", "stack",
              ("experiment=tutorial_dbn", "model.pretrain_epochs=10"),
              "3 x 1000 RBMs, CD-1, 10 pretraining epochs a layer at lr 0.01, batch 10; fine-tuning as the tutorial: "
              "MSGD lr 0.1, batch 10, " + PATIENCE.format(p=20000, least=" (4 epochs)") + ", up to 1000 epochs",
-             seeds=(1, 2), tutorial="1.34 %", baseline=STACK_BASELINE,
+             seeds=(1, 2), tutorial=DBN_TUTORIAL, baseline=STACK_BASELINE,
              differs="10 pretraining epochs a layer, not 100 (conf/model/dbn.yaml's deviation)",
              estimate=Estimate(("experiment=tutorial_dbn",), 100, 10, 20000, 46,
                                "pretraining 615 min, fine-tuning 101 min at 2.20 min/epoch (Xeon X5560, 4 threads)",
@@ -195,7 +197,7 @@ PROTOCOLS = (
     Protocol("dbn_full", "deep belief network (DBN.py), the exact protocol", "stack", ("experiment=tutorial_dbn",),
              "3 x 1000 RBMs, CD-1, 100 pretraining epochs a layer at lr 0.01, batch 10; MSGD lr 0.1, batch 10, "
              + PATIENCE.format(p=20000, least=" (4 epochs)") + ", up to 1000 epochs",
-             seeds=(1, 2), tutorial="1.34 %", baseline=STACK_BASELINE, default=False,
+             seeds=(1, 2), tutorial=DBN_TUTORIAL, baseline=STACK_BASELINE, default=False,
              mnist_notes="the tutorial's DBN.txt: pretraining 615 min, fine-tuning 101 min at 2.20 min an epoch "
                          "(~46 epochs; Xeon X5560, 4 threads). Here the 300 pretraining epochs took 56 min on one "
                          "thread; fine-tuning (~30 s an epoch) was still improving its validation error by more "
