@@ -273,16 +273,21 @@ def absolute_store(uri: str) -> str:
     return uri
 
 
+def sqlite_file(store: str):
+    """The file of a sqlite store URI (None for any other store)."""
+    return Path(store[len("sqlite:///"):]) if store.startswith("sqlite:///") else None
+
+
 def work_dir(store: str) -> Path:
     """Where the runs' own output folders go: beside a sqlite store, else outputs/fidelity."""
-    if store.startswith("sqlite:///"):
-        return Path(store[len("sqlite:///"):]).parent
-    return REPO / "outputs" / "fidelity"
+    db = sqlite_file(store)
+    return db.parent if db else REPO / "outputs" / "fidelity"
 
 
 def stored_runs(store: str) -> list:
     """Every run of the fidelity experiment in the store (none if neither exists yet)."""
-    if store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).exists():
+    db = sqlite_file(store)
+    if db and not db.exists():
         return []
     from mlflow.tracking import MlflowClient
 
@@ -772,8 +777,9 @@ def main(argv=None) -> int:
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     store = absolute_store(args.store or str(REPO / "outputs" / ("fidelity-quick" if args.quick else "fidelity")
                                              / "mlflow.db"))
-    if args.report_only and store.startswith("sqlite:///") and not Path(store[len("sqlite:///"):]).is_file():
-        refuse(f"no store at {store[len('sqlite:///'):]}: --report-only reads an existing store (give --store)")
+    db = sqlite_file(store)
+    if args.report_only and db and not db.is_file():
+        refuse(f"no store at {db}: --report-only reads an existing store (give --store)")
     failed = 0
     if not args.report_only:
         jobs = plan(protocols, seeds, args.dataset, args.quick, args.timing_only)
