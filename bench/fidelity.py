@@ -774,7 +774,10 @@ def main(argv=None) -> int:
     """Run what the store lacks of the selection, then write the report from the store; the exit status."""
     args = parse(argv)
     protocols = select(args.models)
-    seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    try:
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        refuse(f"--seeds {args.seeds!r}: comma-separated whole numbers, e.g. 1,2,3")
     store = absolute_store(args.store or str(REPO / "outputs" / ("fidelity-quick" if args.quick else "fidelity")
                                              / "mlflow.db"))
     db = sqlite_file(store)

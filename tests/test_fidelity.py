@@ -115,6 +115,12 @@ def test_unknown_protocol_is_one_line(tmp_path):
     assert result.returncode == 2 and "unknown protocol 'nope'" in result.stderr
 
 
+def test_seeds_that_are_not_numbers_are_one_line(tmp_path):
+    result = fidelity("--dry-run", "--seeds", "1,x", "--store", f"sqlite:///{tmp_path}/f.db")
+    assert result.returncode == 2 and result.stderr.strip() == (
+        "bench.fidelity: error: --seeds '1,x': comma-separated whole numbers, e.g. 1,2,3")
+
+
 def test_a_report_from_a_store_that_is_not_there_is_refused(tmp_path):
     out = tmp_path / "FIDELITY.md"
     result = fidelity("--report-only", "--store", str(tmp_path / "nope.db"), "--out", str(out))
