@@ -24,7 +24,8 @@ store, are extrapolated to 50,000 rows and the tutorial's epoch counts. The exac
 
 ``--quick`` runs every protocol for 2 epochs (1 pretraining epoch a layer) on at most 2,000 training rows, one
 seed, under the run names ``fidelity-quick/...``; its report says so in its title. Exit status: 0 if every
-selected run finished, 1 if one failed (the others still run), 130 on Ctrl-C.
+selected run finished, 1 if one did not (it failed, or was stopped on its own; the others still run), 130
+on Ctrl-C.
 """
 import argparse
 import datetime
@@ -374,14 +375,15 @@ def run_job(job: Job, store: str, threads, logs: Path) -> bool:
     seconds = time.perf_counter() - start
     if rc != 0:
         tail = [line for line in log_file.read_text().splitlines() if line.strip()][-3:]
-        print(f"    FAILED (exit {rc}, {seconds:.0f} s), log {log_file}:\n      " + "\n      ".join(tail))
+        what = "STOPPED from outside (the same command continues it)" if rc == 130 else "FAILED"
+        print(f"    {what} (exit {rc}, {seconds:.0f} s), log {log_file}:\n      " + "\n      ".join(tail))
         return False
     print(f"    done in {seconds:.0f} s", flush=True)
     return True
 
 
 def run_all(jobs: list, store: str, threads, dry_run: bool) -> int:
-    """Run the jobs without a FINISHED run in the store, one at a time; the number that failed."""
+    """Run the jobs without a FINISHED run in the store, one at a time; the number that did not finish."""
     runs = stored_runs(store)
     todo = [j for j in jobs if finished(runs, j.name, j.ident) is None]
     print(f"{len(jobs)} runs selected, {len(jobs) - len(todo)} already FINISHED in {store}, {len(todo)} to run")
@@ -795,7 +797,7 @@ def main(argv=None) -> int:
         out = args.out or REPO / "bench" / ("FIDELITY_MNIST.md" if args.dataset == "mnist" else "FIDELITY.md")
         write_report(Path(out), store, args.dataset, args.quick, protocols)
     if failed:
-        print(f"{failed} run(s) failed; see the logs under {work_dir(store) / 'logs'}", file=sys.stderr)
+        print(f"{failed} run(s) did not finish; see the logs under {work_dir(store) / 'logs'}", file=sys.stderr)
     return 1 if failed else 0
 
 

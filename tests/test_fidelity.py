@@ -6,8 +6,10 @@ without it (``apt-get install dataset-fashion-mnist``).
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -127,6 +129,35 @@ def test_a_report_from_a_store_that_is_not_there_is_refused(tmp_path):
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert "no store at" in result.stderr and "nope.db" in result.stderr
     assert not out.exists() and not (tmp_path / "nope.db").exists()  # no empty report, no empty store
+
+
+def test_ctrl_c_stops_the_sitting_and_the_same_command_continues_it(tmp_path):
+    """Ctrl-C while a run trains: that run ends (KILLED, state saved, or not begun), no later run starts, the
+    bench exits 130 with one line; the same command then finishes every run, continuing rather than adding."""
+    store, out = f"sqlite:///{tmp_path}/f.db", tmp_path / "FIDELITY.md"
+    args = ("--quick", "--dataset", "digits", "--models", "mlp,da", "--store", store, "--out", str(out),
+            "--threads", "1")
+    bench = subprocess.Popen([sys.executable, "-m", "bench.fidelity", *args], cwd=REPO,
+                             env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "logs" / "fidelity-quick_mlp_seed1.log"
+    deadline = time.monotonic() + 300
+    while not (log.is_file() and "MLflow run " in log.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    bench.send_signal(signal.SIGINT)
+    stdout, stderr = bench.communicate(timeout=300)
+    assert bench.returncode == 130, stdout + stderr
+    assert stderr.strip().splitlines()[-1].startswith("stopped: the interrupted run saved its state")
+    before = stored(store)
+    assert all(r.info.status in ("FINISHED", "KILLED") for r in before.values())  # none left RUNNING
+    assert sum(r.info.status == "FINISHED" for r in before.values()) < 3  # the sitting ended at the stop
+
+    again = fidelity(*args)
+    assert again.returncode == 0, again.stdout + again.stderr
+    after = stored(store)
+    assert sorted(after) == [f"fidelity-quick/{p}/seed1" for p in ("da0", "da30", "mlp")]  # one run each
+    assert all(r.info.status == "FINISHED" for r in after.values())
+    assert all(after[name].info.run_id == run.info.run_id for name, run in before.items())  # continued
 
 
 @pytest.mark.skipif(not FASHION.exists(), reason="apt-get install dataset-fashion-mnist")
