@@ -265,6 +265,11 @@ def stored_identity(run) -> list:
 
 
 # ------------------------------------------------------------------ the store
+def default_store(quick: bool) -> str:
+    """Where the runs go without --store: outputs/fidelity(-quick)/mlflow.db in the repository."""
+    return absolute_store(str(REPO / "outputs" / ("fidelity-quick" if quick else "fidelity") / "mlflow.db"))
+
+
 def absolute_store(uri: str) -> str:
     """A path or sqlite URI made absolute, so the runs (in another working directory) find the same file."""
     if "://" not in uri:
@@ -579,16 +584,25 @@ def seed_table(p: Protocol, rows: list) -> list:
     return [head, "|" + " --- |" * (head.count("|") - 1), *body]
 
 
+def bench_command(dataset: str, args: str, store: str = None, quick: bool = False) -> str:
+    """The command that runs ``args`` for a report on ``dataset`` (Fashion-MNIST needs no flag), in ``store``
+    where that is not the default one."""
+    flags = "" if dataset == "fashion_mnist" else f" --dataset {dataset}"
+    flags += f" --store {store}" if store and store != default_store(quick) else ""
+    return f"python -m bench.fidelity{flags} {args}"
+
+
 def hours(seconds: float) -> str:
     """A duration in minutes, or hours from one hour up."""
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def estimate_lines(p: Protocol, timing, rows: list) -> list:
+def estimate_lines(p: Protocol, timing, rows: list, dataset: str) -> list:
     """The exact protocol's time, extrapolated from its capped timing run (stated as an estimate)."""
     e = p.estimate
     if timing is None:
-        return [f"Full-protocol estimate: no timing run yet (`python -m bench.fidelity --models {p.name}` makes it)."]
+        return [f"Full-protocol estimate: no timing run yet (`{bench_command(dataset, '--models ' + p.name)}` "
+                "makes it)."]
     m = names.renamed(timing.data.metrics)
     n_rows = int(m[names.ITERATIONS]) * e.finetune_batch  # one epoch over the capped training rows
     layers = [m[k] for k in sorted(m) if k.startswith("pretrain/layer_") and k.endswith("/epoch_seconds")]
@@ -640,14 +654,15 @@ def section(p: Protocol, done: list, other: list, timing, store: str, report_dir
                                                       f"; Fashion-MNIST baseline: {p.baseline}")]
     note = p.mnist_notes if dataset == "mnist" else p.notes
     lines += [f"- note: {note}"] if note else []
-    lines += [""] + (seed_table(p, rows) if rows else ["not run yet: `python -m bench.fidelity --models "
-                                                       f"{p.name}{' --quick' if quick else ''}`"])
+    again = f"`{bench_command(dataset, '--models ' + p.name + (' --quick' if quick else ''), store, quick)}`"
+    lines += [""] + (seed_table(p, rows) if rows else [f"not finished yet: {again} continues it" if other
+                                                       else f"not run yet: {again}"])
     for r in other:
         why = r.data.tags.get("dlexp.error") or r.data.tags.get("dlexp.pruned") or ""
         lines.append(f"\nalso in the store: run `{r.info.run_id}` ({r.info.run_name}) {r.info.status}"
                      + (f": {why}" if why else " (the next sitting continues it)") + so_far(r, p, store))
     if p.estimate:
-        lines += [""] + estimate_lines(p, timing, rows)
+        lines += [""] + estimate_lines(p, timing, rows, dataset)
     return lines + [""]
 
 
@@ -697,13 +712,15 @@ def header(quick: bool, dataset: str, store: str, collected: dict) -> list:
     return lines
 
 
-def how_to_run(quick: bool) -> list:
+def how_to_run(quick: bool, dataset: str, store: str) -> list:
     """The commands that make (and continue) the report, one a protocol group."""
+    mine = "" if store == default_store(quick) else f" Add `--store {store}` to continue this report's runs."
     lines = ["## Running it", "", "Each command runs only the (protocol, seed) pairs the store lacks, so it can be "
-             "stopped (Ctrl-C: the run saves its state) and started again; `--threads 1` leaves a core free.", "",
-             "```bash"]
-    lines += [f"python -m bench.fidelity --models {models} --threads 1    # {what}" for models, what in GROUPS]
-    lines += ["python -m bench.fidelity --report-only    # this file, from the store", "```", ""]
+             "stopped (Ctrl-C: the run saves its state) and started again; `--threads 1` leaves a core free." + mine,
+             "", "```bash"]
+    lines += [f"{bench_command(dataset, f'--models {models} --threads 1')}    # {what}" for models, what in GROUPS]
+    lines += [f"{bench_command(dataset, '--report-only' + (' --quick' if quick else ''))}    # this file, from the "
+              "store", "```", ""]
     return lines
 
 
@@ -727,7 +744,7 @@ def write_report(out: Path, store: str, dataset: str, quick: bool, selected: lis
     lines += ["", "## Protocols", ""]
     for p in shown:
         lines += section(p, *collected[p.name], store, report_dir, quick, dataset)
-    lines += how_to_run(quick)
+    lines += how_to_run(quick, dataset, store)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     tmp.write_text("\n".join(lines) + "\n")
@@ -780,8 +797,7 @@ def main(argv=None) -> int:
         seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         refuse(f"--seeds {args.seeds!r}: comma-separated whole numbers, e.g. 1,2,3")
-    store = absolute_store(args.store or str(REPO / "outputs" / ("fidelity-quick" if args.quick else "fidelity")
-                                             / "mlflow.db"))
+    store = absolute_store(args.store or default_store(args.quick))
     db = sqlite_file(store)
     if args.report_only and db and not db.is_file():
         refuse(f"no store at {db}: --report-only reads an existing store (give --store)")

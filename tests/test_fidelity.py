@@ -77,6 +77,12 @@ def test_report_is_read_back_from_the_store(quick):
         link = re.search(rf"\[filters\.png\]\(([^)]*{run.info.run_id}[^)]*)\)", report)
         assert link and (quick["out"].parent / link.group(1)).is_file()  # the filters image, linked
     assert "| lenet | 0 | not run yet |" in report  # unselected protocols are listed, not run
+    # the commands it prints run this report's dataset into its store, not Fashion-MNIST into the default one
+    assert f"not run yet: `python -m bench.fidelity --dataset digits --store {quick['store']} --models lenet " \
+           "--quick`" in report
+    commands = [line for line in report.splitlines() if line.startswith("python -m bench.fidelity")]
+    assert len(commands) > 5 and all(c.startswith("python -m bench.fidelity --dataset digits ") for c in commands)
+    assert f"Add `--store {quick['store']}` to continue this report's runs." in report
 
 
 def test_a_report_in_the_repository_links_no_image_outside_it(quick):
