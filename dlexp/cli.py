@@ -122,7 +122,7 @@ def _job(cfg) -> float:
 
 def main() -> None:
     """The console entry point."""
-    from .interrupt import install
+    from .interrupt import install, raise_swallowed
 
     install()  # first: from here on SIGTERM is a Ctrl-C, never a silent exit 143
     try:
@@ -150,6 +150,7 @@ def main() -> None:
             fail(str(e))
         hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="config")(_job)()
         _fail_if_all_jobs_failed()
+        raise_swallowed()  # a Ctrl-C that a finalizer swallowed still ends the command as a stop
     except KeyboardInterrupt as e:  # Ctrl-C / SIGTERM: a started run is marked KILLED, a sweep's parent too
         _stopped(str(e) or "interrupted")
     except Exception as e:  # an error raised while a stop was being handled (e.g. inside an import) is the stop

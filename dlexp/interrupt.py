@@ -11,14 +11,19 @@ after the processes it started have been asked to stop too and given time to end
   (a sweep's: "a child run is still RUNNING") before raising. A second signal raises at once.
 * :func:`kill_descendants`: whatever is still alive after that is killed, so no worker outlives the
   command (joblib would otherwise leave its idle workers for minutes).
+* A signal whose handler runs inside a finalizer or the garbage collector raises there, and Python prints
+  "Exception ignored in ..." and goes on: the stop would be lost and the command would train to its end.
+  Every stop a signal raises is :func:`remember`-ed, and :func:`raise_swallowed` (before a run starts, and
+  when the command ends) raises it again; nothing is printed for the swallowed one.
 """
 import contextlib
 import signal
+import sys
 import time
 
 GRACE_S = 30.0  # how long the processes a command started get to save and end their runs
 _DEFAULTS = (signal.SIG_DFL, signal.default_int_handler)
-_state = {"stopping": False, "waiters": []}
+_state = {"stopping": False, "waiters": [], "raised": None}
 
 
 class Stop(KeyboardInterrupt):
@@ -31,10 +36,34 @@ class Stop(KeyboardInterrupt):
 
 def install() -> None:
     """SIGINT and SIGTERM -> KeyboardInterrupt in this process, unless a handler of someone else's is set."""
+    if not getattr(sys.unraisablehook, "keeps_stops", False):
+        sys.unraisablehook = _quiet_about_stops(sys.unraisablehook)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
             if signal.getsignal(sig) in _DEFAULTS:
                 signal.signal(sig, _on_signal)
+
+
+def _quiet_about_stops(hook):
+    """``hook`` but for a swallowed stop: it is remembered and raised again, so not reported as ignored."""
+    def quiet(unraisable):
+        if not isinstance(unraisable.exc_value, Stop):
+            hook(unraisable)
+
+    quiet.keeps_stops = True
+    return quiet
+
+
+def remember(stop: Stop) -> Stop:
+    """``stop``, kept for :func:`raise_swallowed` (see the module doc)."""
+    _state["raised"] = stop
+    return stop
+
+
+def raise_swallowed() -> None:
+    """Raise again the stop a signal already raised, if a finalizer or the garbage collector swallowed it."""
+    if _state["raised"] is not None:
+        raise _state["raised"]
 
 
 def stop_behind(e: BaseException):
@@ -65,7 +94,7 @@ def _on_signal(signum, frame):
     if not _state["stopping"]:
         _state["stopping"] = True
         _stop_descendants()
-    raise Stop(f"signal {name}")
+    raise remember(Stop(f"signal {name}"))
 
 
 def _descendants() -> list:

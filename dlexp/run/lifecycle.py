@@ -36,7 +36,7 @@ from typing import Optional
 import torch
 
 from .. import metric_names as names
-from ..interrupt import Stop
+from ..interrupt import Stop, raise_swallowed
 from ..tracking import lineage, registry
 from ..tracking.contract import (COMMAND_TAG, CONFIG_KEY_TAG, DATA_CHECKSUM_TAG, DATA_SOURCE_TAG, DEVICE_TAG, ERROR_TAG,
                                  GIT_COMMIT_TAG, OBJECTIVE_TAG, OUTPUT_DIR_TAG, OVERRIDES_TAG, PARENT_TAG,
@@ -256,6 +256,7 @@ def _log_summary(final: dict) -> None:
 @contextlib.contextmanager
 def tracked_run(run, prep, composed_yaml: str, overrides: list, out: Path):
     """Yield the RunContext of a started run; end it FINISHED, KILLED or FAILED (see the module doc)."""
+    raise_swallowed()  # a Ctrl-C that came before, lost in a finalizer: no run is started
     stop = StopRequest()
     with stop_on_signals(stop):
         with polling(stop):  # a signal while the run is being created only sets the flag ...

@@ -17,7 +17,7 @@ import time
 import numpy as np
 import torch
 
-from ..interrupt import Stop
+from ..interrupt import Stop, remember
 
 SAME_STOP_S = 2.0  # signals this close to the first are the same stop
 
@@ -108,7 +108,7 @@ class StopRequest:
         if self.polled and first:
             self.requested = True
             return
-        raise Stop(f"signal {signal.Signals(signum).name}")
+        raise remember(Stop(f"signal {signal.Signals(signum).name}"))
 
 
 @contextlib.contextmanager
