@@ -122,9 +122,10 @@ def _job(cfg) -> float:
 
 def main() -> None:
     """The console entry point."""
-    from .interrupt import install, raise_swallowed
+    from .interrupt import hide_swallowed_stops, install, raise_swallowed
 
     install()  # first: from here on SIGTERM is a Ctrl-C, never a silent exit 143
+    hide_swallowed_stops()
     try:
         if any(a in ("--help", "-h") for a in sys.argv[1:]):
             print(help_text())

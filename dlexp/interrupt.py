@@ -14,7 +14,8 @@ after the processes it started have been asked to stop too and given time to end
 * A signal whose handler runs inside a finalizer or the garbage collector raises there, and Python prints
   "Exception ignored in ..." and goes on: the stop would be lost and the command would train to its end.
   Every stop a signal raises is :func:`remember`-ed, and :func:`raise_swallowed` (before a run starts, and
-  when the command ends) raises it again; nothing is printed for the swallowed one.
+  when the command ends) raises it again; :func:`hide_swallowed_stops` keeps Python from printing the
+  swallowed one.
 """
 import contextlib
 import signal
@@ -36,22 +37,25 @@ class Stop(KeyboardInterrupt):
 
 def install() -> None:
     """SIGINT and SIGTERM -> KeyboardInterrupt in this process, unless a handler of someone else's is set."""
-    if not getattr(sys.unraisablehook, "keeps_stops", False):
-        sys.unraisablehook = _quiet_about_stops(sys.unraisablehook)
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(ValueError):  # not the main thread: signals are not ours to handle
             if signal.getsignal(sig) in _DEFAULTS:
                 signal.signal(sig, _on_signal)
 
 
-def _quiet_about_stops(hook):
-    """``hook`` but for a swallowed stop: it is remembered and raised again, so not reported as ignored."""
+def hide_swallowed_stops() -> None:
+    """For a command that calls :func:`raise_swallowed`: a stop swallowed by a finalizer is not reported as
+    "Exception ignored" (it is raised again later), other such exceptions still are."""
+    hook = sys.unraisablehook
+    if getattr(hook, "hides_stops", False):
+        return
+
     def quiet(unraisable):
         if not isinstance(unraisable.exc_value, Stop):
             hook(unraisable)
 
-    quiet.keeps_stops = True
-    return quiet
+    quiet.hides_stops = True
+    sys.unraisablehook = quiet
 
 
 def remember(stop: Stop) -> Stop:
