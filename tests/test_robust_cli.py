@@ -129,14 +129,15 @@ def test_an_error_raised_while_a_stop_is_handled_is_the_stop(tmp_path):
 
 def test_a_stop_swallowed_by_a_finalizer_still_stops_the_command(tmp_path):
     """A signal whose handler runs inside a finalizer (or the garbage collector) raises there, and Python
-    ignores that exception; seen on CI: a Ctrl-C at start-up lost, the run trained on. The command still
-    stops before its run starts: one line, exit 130, no run in the store."""
+    ignores that exception: the stop was lost and the run trained to its end. The command still stops before
+    its run starts: one line, exit 130, no run in the store. (SIGTERM: a runner may start the tests with
+    SIGINT ignored, as a shell starts a background job.)"""
     store = f"sqlite:///{tmp_path}/mlflow.db"
     code = ("import os, signal, sys\n"
             "import dlexp.sweep.optuna_setup as o\n"
             "class Finalized:\n"
             "    def __del__(self):\n"
-            "        os.kill(os.getpid(), signal.SIGINT)  # the handler runs here, inside the finalizer\n"
+            "        os.kill(os.getpid(), signal.SIGTERM)  # the handler runs here, inside the finalizer\n"
             "def dropped(argv):\n"
             "    Finalized()\n"
             "o.missing_sweeper = dropped\n"
@@ -144,7 +145,7 @@ def test_a_stop_swallowed_by_a_finalizer_still_stops_the_command(tmp_path):
             "from dlexp.cli import main\n"
             "main()\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 130 and r.stderr.strip() == "dlexp: stopped (signal SIGINT)", r.stderr[-2000:]
+    assert r.returncode == 130 and r.stderr.strip() == "dlexp: stopped (signal SIGTERM)", r.stderr[-2000:]
     if (tmp_path / "mlflow.db").exists():
         client = MlflowClient(store)
         assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
