@@ -204,9 +204,10 @@ PROTOCOLS = (
                          "Here the 300 pretraining epochs took 56 min on one thread and a fine-tuning epoch 14-30 s. "
                          "At this error level one example of 10,000 is more than the patience rule's 0.5 %, so every "
                          "new best doubles the run's end. Seed 1 kept finding them: valid 1.42 % at the tutorial's "
-                         "epoch 46, then 1.27 % at epoch 207, 1.25 % at 244, 1.24 % at 331 and 1.23 % (test 1.32 %) "
-                         "at 514, which moves its end past the 1000-epoch cap. It was stopped at epoch 528, state "
-                         "saved: ~470 epochs (~2 h on a free core) remain. Seed 2 was stopped in pretraining (layer 2 "
+                         "epoch 46, then 1.27 % at epoch 207, 1.25 % at 244, 1.24 % at 331, 1.23 % (test 1.32 %) at "
+                         "514 and 1.22 % (test 1.33 %) at 587; the best at 514 already moved its end past the "
+                         "1000-epoch cap. It was stopped at epoch 604, state saved: ~400 epochs (~1.6 h on a free "
+                         "core) remain. Seed 2 was stopped in pretraining (layer 2 "
                          "of 3, epoch 49). Not a result until they end; the command below continues them."),
 )
 BY_NAME = {p.name: p for p in PROTOCOLS}
