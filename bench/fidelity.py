@@ -599,12 +599,12 @@ def hours(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
 
 
-def estimate_lines(p: Protocol, timing, rows: list, dataset: str) -> list:
+def estimate_lines(p: Protocol, timing, rows: list, dataset: str, store: str, quick: bool) -> list:
     """The exact protocol's time, extrapolated from its capped timing run (stated as an estimate)."""
     e = p.estimate
     if timing is None:
-        return [f"Full-protocol estimate: no timing run yet (`{bench_command(dataset, '--models ' + p.name)}` "
-                "makes it)."]
+        return [f"Full-protocol estimate: no timing run yet "
+                f"(`{bench_command(dataset, '--models ' + p.name, store, quick)}` makes it)."]
     m = names.renamed(timing.data.metrics)
     n_rows = int(m[names.ITERATIONS]) * e.finetune_batch  # one epoch over the capped training rows
     layers = [m[k] for k in sorted(m) if k.startswith("pretrain/layer_") and k.endswith("/epoch_seconds")]
@@ -664,7 +664,7 @@ def section(p: Protocol, done: list, other: list, timing, store: str, report_dir
         lines.append(f"\nalso in the store: run `{r.info.run_id}` ({r.info.run_name}) {r.info.status}"
                      + (f": {why}" if why else " (the next sitting continues it)") + so_far(r, p, store))
     if p.estimate:
-        lines += [""] + estimate_lines(p, timing, rows, dataset)
+        lines += [""] + estimate_lines(p, timing, rows, dataset, store, quick)
     return lines + [""]
 
 
