@@ -146,7 +146,7 @@ def test_short_values_and_old_metric_names():
     assert metric == names.BEST_VALID and [r["run_id"] for r in rows] == ["b", "a"]
     assert rows[0]["test_error"] == 0.05 and rows[0]["epochs"] == 3.0
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from bench.fidelity import stop_reason
+    from bench.fidelity.readback import stop_reason
 
     assert stop_reason(NS(data=NS(params={"trainer.max_epochs": "5", "early_stopping.name": "patience"},
                                   metrics={"epochs": 3.0}))) == "patience exhausted"
