@@ -148,7 +148,8 @@ def estimate_lines(p: Protocol, timing, rows: list, dataset: str, store: str, qu
 
 
 def so_far(run, p: Protocol, store: str) -> str:
-    """Where an unfinished supervised run stood when it stopped: its validations and its best so far."""
+    """Where an unfinished supervised run stands (when it stopped, or now while it trains): its validations and
+    its best so far."""
     from mlflow.tracking import MlflowClient
 
     m = run.data.metrics
@@ -156,9 +157,10 @@ def so_far(run, p: Protocol, store: str) -> str:
     if best is None or test is None:
         return ""
     epochs = len(MlflowClient(store).get_metric_history(run.info.run_id, names.VALID_ERROR))
-    return (f"; when it stopped, after {epochs}{' fine-tuning' if p.kind == 'stack' else ''} epochs: best valid "
+    when = "so far" if run.info.status == "RUNNING" else "when it stopped"
+    return (f"; {when}, after {epochs}{' fine-tuning' if p.kind == 'stack' else ''} epochs: best valid "
             f"{pct(best)}, test {pct(test)} "
-            f"(not a result: the protocol had not ended)")
+            f"(not a result: the protocol has not ended)")
 
 
 def section(p: Protocol, done: list, other: list, timing, store: str, report_dir: Path, quick: bool,
@@ -178,7 +180,9 @@ def section(p: Protocol, done: list, other: list, timing, store: str, report_dir
     for r in other:
         why = r.data.tags.get("dlexp.error") or r.data.tags.get("dlexp.pruned") or ""
         lines.append(f"\nalso in the store: run `{r.info.run_id}` ({r.info.run_name}) {r.info.status}"
-                     + (f": {why}" if why else " (the next sitting continues it)") + so_far(r, p, store))
+                     + (f": {why}" if why else " (training now, or its process ended without closing it; the next "
+                        "sitting continues it)" if r.info.status == "RUNNING" else " (the next sitting continues it)")
+                     + so_far(r, p, store))
     if p.estimate:
         lines += [""] + estimate_lines(p, timing, rows, dataset, store, quick)
     return lines + [""]
