@@ -123,9 +123,11 @@ def _job(cfg) -> float:
 def main() -> None:
     """The console entry point."""
     from .interrupt import hide_swallowed_stops, install, raise_swallowed
+    from .threads import wait_briefly
 
     install()  # first: from here on SIGTERM is a Ctrl-C, never a silent exit 143
     hide_swallowed_stops()
+    wait_briefly()  # before torch loads its OpenMP runtime
     try:
         if any(a in ("--help", "-h") for a in sys.argv[1:]):
             print(help_text())

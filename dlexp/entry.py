@@ -17,8 +17,10 @@ class OneLineParser(argparse.ArgumentParser):
 
 def _command(module: str, prog: str):
     from .interrupt import install, stop_behind
+    from .threads import wait_briefly
 
     install()  # SIGTERM is a Ctrl-C too, from the first line
+    wait_briefly()  # before torch loads its OpenMP runtime
     try:
         return importlib.import_module(module).main
     except Exception as e:  # an error raised while the stop was handled inside the import is the stop

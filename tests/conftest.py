@@ -1,15 +1,19 @@
 import os
 import sys
 
-import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
+from dlexp.threads import wait_briefly
 
-from mlflow.tracking import MlflowClient
+wait_briefly()  # as the commands do, before torch loads: the runs tests make in this process wait as theirs do
 
-from dlexp import cli
-from dlexp.cli import CONFIG_PATH
-from dlexp.config import register_configs
+import pytest  # noqa: E402
+from hydra import compose, initialize_config_dir  # noqa: E402
+from hydra.core.global_hydra import GlobalHydra  # noqa: E402
+
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from dlexp import cli  # noqa: E402
+from dlexp.cli import CONFIG_PATH  # noqa: E402
+from dlexp.config import register_configs  # noqa: E402
 
 register_configs()  # the CLI does it when it starts; tests that compose configs directly need the schemas too
 

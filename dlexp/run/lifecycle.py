@@ -36,12 +36,13 @@ from typing import Optional
 import torch
 
 from .. import metric_names as names
+from .. import threads
 from ..interrupt import Stop, raise_swallowed
 from ..tracking import lineage, registry
-from ..tracking.contract import (COMMAND_TAG, CONFIG_KEY_TAG, DATA_CHECKSUM_TAG, DATA_SOURCE_TAG, DEVICE_TAG, ERROR_TAG,
-                                 GIT_COMMIT_TAG, OBJECTIVE_TAG, OUTPUT_DIR_TAG, OVERRIDES_TAG, PARENT_TAG,
-                                 PRETRAINED_FROM_TAG, REGISTERED_TAG, RESUMED_FROM_TAG, STEP_TAG, TORCH_VERSION_TAG,
-                                 VERSIONS_TAG, objective_tag, parent_run_id, run_name)
+from ..tracking.contract import (COMMAND_TAG, CONFIG_KEY_TAG, CPU_THREADS_TAG, DATA_CHECKSUM_TAG, DATA_SOURCE_TAG,
+                                 DEVICE_TAG, ERROR_TAG, GIT_COMMIT_TAG, OBJECTIVE_TAG, OUTPUT_DIR_TAG, OVERRIDES_TAG,
+                                 PARENT_TAG, PRETRAINED_FROM_TAG, REGISTERED_TAG, RESUMED_FROM_TAG, STEP_TAG,
+                                 TORCH_VERSION_TAG, VERSIONS_TAG, objective_tag, parent_run_id, run_name)
 from ..tracking.provenance import git_commit, source_tags, versions
 from ..tracking.tracker import build_tracker
 from ..train.loop import LoopOptions
@@ -101,6 +102,7 @@ def run_tags(run, prep, overrides, out, params, state) -> dict:
         OVERRIDES_TAG: " ".join(overrides) or "(none)",
         GIT_COMMIT_TAG: git_commit(),
         DEVICE_TAG: str(device) + (f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""),
+        CPU_THREADS_TAG: threads.describe(),
         TORCH_VERSION_TAG: torch.__version__,
         VERSIONS_TAG: " ".join(f"{k}={v}" for k, v in versions().items()),
         DATA_CHECKSUM_TAG: prep.dataset.checksum,

@@ -34,6 +34,7 @@ CONFIG_KEY_TAG = "dlexp.config_key"  # a hash of what the run computes: equal ke
 DATA_CHECKSUM_TAG = "dlexp.data_checksum"  # sha256 of the data the run read
 DATA_SOURCE_TAG = "dlexp.data_source"  # where that data came from
 DEVICE_TAG = "dlexp.device"  # the device it trained on
+CPU_THREADS_TAG = "dlexp.cpu_threads"  # torch's CPU threads and how they wait (dlexp/threads.py)
 GIT_COMMIT_TAG = "dlexp.git_commit"  # the code's commit
 VERSIONS_TAG = "dlexp.versions"  # package versions
 TORCH_VERSION_TAG = "dlexp.torch_version"  # torch's version
