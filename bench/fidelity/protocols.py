@@ -156,15 +156,20 @@ PROTOCOLS = (
              + PATIENCE.format(p=20000, least=" (4 epochs)") + ", up to 1000 epochs",
              seeds=(1, 2), tutorial=DBN_TUTORIAL, baseline=STACK_BASELINE, default=False,
              mnist_notes="the tutorial's DBN.txt: best valid 1.27 %, test 1.34 % after 46 fine-tuning epochs "
-                         "(pretraining 615 min, fine-tuning 101 min at 2.20 min an epoch; Xeon X5560, 4 threads). "
-                         "Here the 300 pretraining epochs took 56 min on one thread and a fine-tuning epoch 14-30 s. "
-                         "At this error level one example of 10,000 is more than the patience rule's 0.5 %, so every "
-                         "new best doubles the run's end. Seed 1 kept finding them: valid 1.42 % at the tutorial's "
-                         "epoch 46, then 1.27 % at epoch 207, 1.25 % at 244, 1.24 % at 331, 1.23 % (test 1.32 %) at "
-                         "514 and 1.22 % (test 1.33 %) at 587; the best at 514 already moved its end past the "
-                         "1000-epoch cap. It was stopped at epoch 604, state saved: ~400 epochs (~1.6 h on a free "
-                         "core) remain. Seed 2 was stopped in pretraining (layer 2 "
-                         "of 3, epoch 49). Not a result until they end; the command below continues them."),
+                         "(pretraining 615 min, fine-tuning 101 min at 2.20 min an epoch; Xeon X5560, 4 threads; its "
+                         "hyper-parameters 'selected by optimizing on the validation error'). Here the 300 pretraining "
+                         "epochs took 56 min on one thread (seed 2: 101 min, beside other work) and a fine-tuning "
+                         "epoch 14-30 s. The two seeds show how much the patience rule decides: both were at valid "
+                         "1.48-1.49 % by epoch 17; seed 2 found nothing better within twice those iterations and "
+                         "stopped at epoch 34 (valid 1.48 %, test 1.52 %), while seed 1 kept finding improvements of "
+                         "single examples (each more than the rule's 0.5 % at this error level, so each doubles the "
+                         "run's end): 1.42 % at epoch 46, 1.27 % at 207, 1.24 % at 331, 1.21 % (test 1.33 %) at 714, "
+                         "and ran to the 1000-epoch cap. The tutorial's test error lies between the seeds' (1.33 / "
+                         "1.52 %), one example of 10,000 from seed 1's. Its 1.27 % validation error by epoch 46 is a "
+                         "faster descent than either seed's (1.42-1.48 % then); the code is the tutorial's step for "
+                         "step (CD-1 started from sampled p(h|v), each next RBM on the mean activations below, W and "
+                         "hidden biases shared with the sigmoid layers, a zero-initialised output layer), and why its "
+                         "one published run fell faster is not found."),
 )
 BY_NAME = {p.name: p for p in PROTOCOLS}
 ALIASES = {"da": ("da0", "da30")}
@@ -175,7 +180,7 @@ GROUPS = (  # the full runs, one command a group, with what they take on one cor
     ("sda", "its timing run, then ~5 min pretraining + ~110 batch-1 fine-tuning epochs at ~1 min: ~2-4 h a seed"),
     ("dbn", "its timing run, then ~5 min pretraining + ~140 fine-tuning epochs at ~30 s: ~1.3 h a seed"),
     ("dbn_full", "the exact protocol: 41-56 min pretraining + fine-tuning epochs at 14-30 s, 54-66 of them on "
-                 "Fashion-MNIST, up to the 1000-epoch cap on MNIST: 1-2.5 h a seed on Fashion-MNIST, 5-9 h on MNIST"),
+                 "Fashion-MNIST, 34-1000 on MNIST: 1-2.5 h a seed on Fashion-MNIST, 1-8 h on MNIST"),
     ("sda_full", "the exact protocol: 17-20 min pretraining + batch-1 fine-tuning epochs at 46-70 s, ~120 of them on "
                  "Fashion-MNIST, 36-122 on MNIST: 1-2.5 h a seed"),
 )
