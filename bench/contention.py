@@ -7,9 +7,10 @@ libgomp's default spin and with dlexp's (dlexp/threads.py), side by side in one 
 Each workload runs as a ``dlexp`` subprocess (``trainer.threads`` unset: a thread a core) under each setting,
 in turn, ``--repeats`` times: on idle cores, then beside one other ``dlexp`` run a core (``trainer.threads=1``,
 as several runs at once are), then beside one busy Python loop a core; its seconds an epoch are read back from
-the store (``perf/epoch_seconds``, the mean over its epochs; the table shows the median over the repeats). "libgomp default" is ``GOMP_SPINCOUNT=300000``,
-libgomp's own value when neither it nor ``OMP_WAIT_POLICY`` is set; "dlexp" sets nothing, so dlexp's own
-choice (3,000) applies. Idle cores must be idle: other work on the machine makes the idle rows busy ones.
+the store (``perf/epoch_seconds``, the mean over its epochs; the table shows the median over the repeats).
+"libgomp default" is ``GOMP_SPINCOUNT=300000``, libgomp's own value when neither it nor ``OMP_WAIT_POLICY`` is
+set; "dlexp" sets nothing, so dlexp's own choice (3,000) applies. Idle cores must be idle: other work on the
+machine makes the idle rows busy ones.
 """
 import argparse
 import os
@@ -19,6 +20,8 @@ import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+from dlexp.threads import USER_KEYS
 
 REPO = Path(__file__).resolve().parent.parent
 SETTINGS = (("libgomp default", {"GOMP_SPINCOUNT": "300000"}), ("dlexp", {}))
@@ -34,7 +37,8 @@ WORKLOADS = {
 LOADS = {  # what keeps each core busy beside the measured run
     "idle": None,
     "a dlexp run a core": ["-m", "dlexp.cli", "experiment=tutorial_mlp", "dataset=digits", "trainer.threads=1",
-                           "early_stopping=none", "trainer.max_epochs=100000", "tracking=none", "trainer.progress=none"],
+                           "early_stopping=none", "trainer.max_epochs=100000", "tracking=none",
+                           "trainer.progress=none"],
     "a busy loop a core": ["-c", "while True: pass"],
 }
 
@@ -54,14 +58,14 @@ def busy_cores(load, cwd: str):
             p.wait()
 
 
-def seconds_an_epoch(store: str, name: str, overrides: list, dataset: str, env: dict) -> float:
+def seconds_an_epoch(store: str, cwd: str, name: str, overrides: list, dataset: str, env: dict) -> float:
     """One dlexp run of ``overrides``; the mean of its per-epoch seconds, from the store."""
     from mlflow.tracking import MlflowClient
 
     cmd = [sys.executable, "-m", "dlexp.cli", *overrides, f"dataset={dataset}", f"tracking.uri={store}",
            f"tracking.run_name={name}", "trainer.progress=none"]
-    clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    r = subprocess.run(cmd, cwd=Path(store[len("sqlite:///"):]).parent, capture_output=True, text=True,
+    clean = {k: v for k, v in os.environ.items() if k not in USER_KEYS}
+    r = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True,
                        env={**clean, **env, "PYTHONPATH": str(REPO)}, timeout=1800)
     if r.returncode != 0:
         raise SystemExit(f"bench.contention: error: {name} failed: {r.stderr.strip().splitlines()[-1:]}")
@@ -87,7 +91,7 @@ def main(argv=None) -> int:
                     for rep in range(args.repeats):  # the settings in turn, so a slow moment hits both
                         for i, (_, env) in enumerate(SETTINGS):
                             name = f"{label.split(',')[0]}-{k}-{i}-{rep}"
-                            times[i].append(seconds_an_epoch(store, name, overrides, args.dataset, env))
+                            times[i].append(seconds_an_epoch(store, tmp, name, overrides, args.dataset, env))
                     s = [statistics.median(t) for t in times]
                     rows.append((label, cores, *s))
                     print(f"{label:18} {cores}: " + ", ".join(
